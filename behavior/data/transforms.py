@@ -1,0 +1,196 @@
+"""Video transforms: decoded uint8 frames [T, H, W, 3] -> normalized float32 [3, T, S, S].
+
+Frames are wrapped as a ``tv_tensors.Video`` so torchvision's v2 transforms draw one set of
+random parameters per call and apply it to every frame: a clip is cropped and flipped as a
+whole, never frame by frame. Geometry (resize, pad, crop, flip) runs on uint8, which is cheaper
+and lets antialiased resizing use its fast integer path; conversion to float comes last.
+
+Everything in the pipeline is a torchvision class or a module-level class here, so the built
+transform pickles for DataLoader workers started with ``spawn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+RESIZES = ("short_side", "letterbox")
+TRAIN_CROPS = ("random_resized", "random", "center")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _float_tuple(name: str, value: object, length: int) -> tuple[float, ...]:
+    # OmegaConf hands lists over as ListConfig: accept any non-string sequence of numbers.
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != length:
+        raise ValueError(f"transform.{name} must be a list of {length} numbers; got {value!r}")
+    if not all(_is_number(v) for v in value):
+        raise ValueError(f"transform.{name} must be a list of {length} numbers; got {list(value)!r}")
+    return tuple(float(v) for v in value)
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Spatial preprocessing of a clip; validated (and lists coerced to tuples) on construction."""
+
+    resize: str = "short_side"
+    size: int = 128
+    crop_size: int = 112
+    train_crop: str = "random_resized"
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: bool = True
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"transform.resize must be one of {', '.join(RESIZES)}; got {self.resize!r}")
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(
+                f"transform.train_crop must be one of {', '.join(TRAIN_CROPS)}; got {self.train_crop!r}"
+            )
+        for name in ("size", "crop_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"transform.{name} must be an integer >= 1; got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.crop_size > self.size:
+            # The resized frame's short side is `size`; a larger crop would need padding, not cropping.
+            raise ValueError(
+                f"transform.crop_size must be <= transform.size ({self.size}); got {self.crop_size}"
+            )
+        if not isinstance(self.hflip, bool):
+            raise ValueError(f"transform.hflip must be true or false; got {self.hflip!r}")
+
+        scale = _float_tuple("crop_scale", self.crop_scale, 2)
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"transform.crop_scale must satisfy 0 < min <= max <= 1; got {list(scale)}")
+        ratio = _float_tuple("crop_ratio", self.crop_ratio, 2)
+        if not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"transform.crop_ratio must satisfy 0 < min <= max; got {list(ratio)}")
+        mean = _float_tuple("mean", self.mean, 3)
+        if not all(0.0 <= m <= 1.0 for m in mean):
+            raise ValueError(f"transform.mean must be 3 numbers in [0, 1]; got {list(mean)}")
+        std = _float_tuple("std", self.std, 3)
+        if not all(s > 0.0 for s in std):
+            raise ValueError(f"transform.std must be 3 numbers > 0; got {list(std)}")
+        for name, value in (("crop_scale", scale), ("crop_ratio", ratio), ("mean", mean), ("std", std)):
+            object.__setattr__(self, name, value)
+
+
+_KEYS = tuple(f.name for f in fields(TransformConfig))
+
+
+def transform_config(cfg: Mapping) -> TransformConfig:
+    """Build a validated :class:`TransformConfig` from a dict or an OmegaConf ``DictConfig``.
+
+    Missing keys take their defaults; an unknown key or a bad value raises a one-line
+    ``ValueError`` naming ``transform.<key>``.
+    """
+    values = dict(cfg.items())
+    unknown = sorted(str(k) for k in values if k not in _KEYS)
+    if unknown:
+        raise ValueError(
+            f"transform.{unknown[0]} is not a known key; allowed keys: {', '.join(_KEYS)}"
+        )
+    return TransformConfig(**values)
+
+
+class ToVideo(nn.Module):
+    """uint8 [T, H, W, 3] (decoder layout) -> tv_tensors.Video [T, 3, H, W] (v2 layout)."""
+
+    def forward(self, frames: torch.Tensor | np.ndarray) -> tv_tensors.Video:
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+            raise ValueError(f"expected frames of shape [T, H, W, 3] with T >= 1; got {tuple(frames.shape)}")
+        if frames.dtype != torch.uint8:
+            # Float input would skip the /255 scaling silently and produce wrong normalization.
+            raise ValueError(f"expected uint8 frames; got {frames.dtype}")
+        return tv_tensors.Video(frames.permute(0, 3, 1, 2))
+
+
+class PadToSquare(nn.Module):
+    """Pad a video centred to a square, filling with a constant per-channel uint8 colour."""
+
+    def __init__(self, fill: Sequence[int]) -> None:
+        super().__init__()
+        self.fill = [int(v) for v in fill]
+
+    def forward(self, video: tv_tensors.Video) -> tv_tensors.Video:
+        h, w = video.shape[-2:]
+        side = max(h, w)
+        left, top = (side - w) // 2, (side - h) // 2
+        return F.pad(video, [left, top, side - w - left, side - h - top], fill=self.fill)
+
+
+class ToChannelsFirst(nn.Module):
+    """Video [T, C, H, W] -> plain tensor [C, T, H, W], the layout of torchvision video models."""
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
+
+
+def letterbox_fill(cfg: TransformConfig) -> list[int]:
+    """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize."""
+    return [round(m * 255) for m in cfg.mean]
+
+
+def _resize(cfg: TransformConfig) -> list[nn.Module]:
+    if cfg.resize == "short_side":
+        return [v2.Resize(cfg.size, antialias=True)]
+    # max_size with size=None scales so the longer side equals `size` (up- or down-sampling).
+    return [v2.Resize(None, max_size=cfg.size, antialias=True), PadToSquare(letterbox_fill(cfg))]
+
+
+def _train_crop(cfg: TransformConfig) -> nn.Module:
+    if cfg.train_crop == "random_resized":
+        return v2.RandomResizedCrop(
+            cfg.crop_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True
+        )
+    if cfg.train_crop == "random":
+        return v2.RandomCrop(cfg.crop_size)
+    return v2.CenterCrop(cfg.crop_size)
+
+
+def build_transform(cfg: TransformConfig, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Clip transform: uint8 [T, H, W, 3] -> float32 [3, T, crop_size, crop_size], normalized.
+
+    Train: resize -> random (resized) crop -> optional horizontal flip -> float -> normalize.
+    Eval:  resize -> center crop -> float -> normalize. Randomness comes from torch's global RNG,
+    which DataLoader seeds per worker.
+    """
+    steps: list[nn.Module] = [ToVideo(), *_resize(cfg)]
+    if train:
+        steps.append(_train_crop(cfg))
+        if cfg.hflip:
+            steps.append(v2.RandomHorizontalFlip(p=0.5))
+    else:
+        steps.append(v2.CenterCrop(cfg.crop_size))
+    steps += [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        ToChannelsFirst(),
+    ]
+    return v2.Compose(steps)
+
+
+def denormalize(video: torch.Tensor, cfg: TransformConfig) -> torch.Tensor:
+    """Undo normalization for display: float [..., 3, T, H, W] -> uint8 [..., T, H, W, 3]."""
+    if video.ndim < 4 or video.shape[-4] != 3:
+        raise ValueError(f"expected a video of shape [..., 3, T, H, W]; got {tuple(video.shape)}")
+    shape = (3, 1, 1, 1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=video.device).view(shape)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=video.device).view(shape)
+    pixels = (video.detach().float() * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    return pixels.movedim(-4, -1).contiguous()
