@@ -1,0 +1,252 @@
+"""BehaviorNet: a per-frame 2D CNN with spatial attention, pooled over time into clip logits.
+
+Corrections to the article's sketch:
+- frames are folded into the batch once ([B, C, T, H, W] -> [B*T, C, H, W] by one permute + reshape)
+  instead of chains of `transpose`, so the 2D weights are shared across frames;
+- the SpatialAttention modules are built in `__init__`, after the stages that need them, with the
+  channel count of those stages, so they are trained and saved with the model (the sketch created a
+  fresh, untrained module inside `forward` and applied it to flattened features);
+- the head returns logits: cross-entropy applies log-softmax itself, so a Softmax layer there would be
+  a second softmax that flattens the loss and slows training.
+
+Temporal pooling over the per-frame feature vectors ([B, T, D] -> [B, D]):
+- "mean" (default): average, the TSN-style consensus; robust and parameter-free.
+- "max": the most responsive frame per feature, for short events inside a longer clip.
+- "attention": learned per-frame weights, softmax(w . f_t + b) over time; w starts at zero, so it
+  begins as the mean and learns which frames matter. The last weights are kept in `last_weights`.
+
+`temporal_shift` (resnet backbone only, default off) adds a cheap motion cue: at the start of every
+residual branch 1/8 of the channels are taken from the previous frame and 1/8 from the next one (TSM,
+Lin et al., 2019), which costs no FLOPs and no parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .image import BackboneSpec, init_weights, make_stem, plain_features
+from .registry import OptionError, check_bool, check_choice, check_int, check_prob, register_model
+
+BACKBONES = ("resnet", "spatial_attention_net")
+TEMPORAL_POOLS = ("mean", "max", "attention")
+
+
+def temporal_shift(x: Tensor, n_frames: int, fold_div: int = 8) -> Tensor:
+    """Shift 1/fold_div of the channels one frame back and as many one frame forward, zero-filling ends."""
+    nt, c, h, w = x.shape
+    fold = c // fold_div
+    if n_frames == 1 or fold == 0:
+        return x
+    x = x.reshape(nt // n_frames, n_frames, c, h, w)
+    out = torch.zeros_like(x)
+    out[:, 1:, :fold] = x[:, :-1, :fold]  # frame t sees frame t-1
+    out[:, :-1, fold : 2 * fold] = x[:, 1:, fold : 2 * fold]  # frame t sees frame t+1
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
+    return out.reshape(nt, c, h, w)
+
+
+class ResBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs); the last BN starts at zero so each block starts as identity."""
+
+    def __init__(self, cin: int, cout: int, stride: int, shift: bool) -> None:
+        super().__init__()
+        self.shift = shift
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: Tensor, n_frames: int) -> Tensor:
+        branch = temporal_shift(x, n_frames) if self.shift else x
+        branch = self.relu(self.bn1(self.conv1(branch)))
+        branch = self.bn2(self.conv2(branch))
+        return self.relu(branch + self.shortcut(x))
+
+
+class ResStage(nn.Module):
+    def __init__(self, blocks: Sequence[ResBlock], attention: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attention = attention
+
+    def forward(self, x: Tensor, n_frames: int) -> Tensor:
+        for block in self.blocks:
+            x = block(x, n_frames)
+        return self.attention(x)
+
+
+class FrameResNet(nn.Module):
+    """Small residual per-frame CNN: stem, then stages that each halve the resolution (first block
+    at stride 2), each optionally followed by SpatialAttention. Takes [B*T, C, H, W]."""
+
+    def __init__(self, spec: BackboneSpec, shift: bool) -> None:
+        super().__init__()
+        self.stem = make_stem(spec.in_channels, spec.stem_width, spec.stem_stride)
+        stages, cin = [], spec.stem_width
+        for i, (width, blocks) in enumerate(zip(spec.widths, spec.blocks, strict=True)):
+            res = [
+                ResBlock(cin if b == 0 else width, width, 2 if b == 0 else 1, shift) for b in range(blocks)
+            ]
+            stages.append(ResStage(res, spec.attention_for(i, width)))
+            cin = width
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: Tensor, n_frames: int = 1) -> Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x, n_frames)
+        return x
+
+
+class TemporalPool(nn.Module):
+    """[B, T, D] -> [B, D] by mean, max or learned attention over T (see the module docstring)."""
+
+    def __init__(self, kind: str, dim: int) -> None:
+        super().__init__()
+        self.kind = check_choice("temporal_pool", kind, TEMPORAL_POOLS)
+        self.score = nn.Linear(dim, 1) if kind == "attention" else None
+        self.last_weights: Tensor | None = None
+
+    def reset_parameters(self) -> None:
+        if self.score is not None:
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        if self.kind == "mean":
+            return feats.mean(dim=1)
+        if self.kind == "max":
+            return feats.amax(dim=1)
+        weights = torch.softmax(self.score(feats).squeeze(-1), dim=1)  # [B, T]
+        self.last_weights = weights.detach()
+        return torch.einsum("bt,btd->bd", weights, feats)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+@register_model("behaviornet")
+class BehaviorNet(nn.Module):
+    """Clip classifier: [B, in_channels, T, H, W] -> logits [B, num_classes]; any T >= 1, any H, W.
+
+    backbone="resnet": FrameResNet (residual stages, stride-2 first block); "spatial_attention_net": the
+    VGG-style SpatialAttentionNet features (conv stages + max-pool). `widths` has one entry per stage;
+    `attention_stages` are 0-based stage indices that get a SpatialAttention module when `attention`
+    is true (None: every stage but the first); `attention: false` builds the same network without
+    them, for ablations.
+    The defaults here are those of conf/model/behaviornet.yaml, sized for CPU training at 8x112x112.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet",
+        in_channels: int = 3,
+        stem_width: int = 16,
+        stem_stride: int = 2,
+        widths: Sequence[int] = (24, 48, 96, 192),
+        blocks_per_stage: int | Sequence[int] = 1,
+        attention: bool = True,
+        attention_kind: str = "pool",
+        attention_kernel: int = 7,
+        attention_stages: Sequence[int] | None = None,
+        temporal_pool: str = "mean",
+        temporal_shift: bool = False,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        backbone = check_choice("backbone", backbone, BACKBONES)
+        spec = BackboneSpec.check(
+            in_channels=in_channels,
+            stem_width=stem_width,
+            stem_stride=stem_stride,
+            widths=widths,
+            blocks_per_stage=blocks_per_stage,
+            attention=attention,
+            attention_kind=attention_kind,
+            attention_kernel=attention_kernel,
+            attention_stages=attention_stages,
+        )
+        if check_bool("temporal_shift", temporal_shift) and backbone != "resnet":
+            raise OptionError(
+                "temporal_shift", f"got true with backbone {backbone!r}; allowed: false (true needs 'resnet')"
+            )
+        self.spec = spec
+        self.backbone_name = backbone
+        if backbone == "resnet":
+            self.backbone: nn.Module = FrameResNet(spec, shift=temporal_shift)
+        else:
+            self.backbone = plain_features(spec)
+        self.feature_dim = spec.widths[-1]
+        self.spatial_pool = nn.AdaptiveAvgPool2d(1)
+        self.temporal_pool = TemporalPool(temporal_pool, self.feature_dim)
+        self.dropout = nn.Dropout(check_prob("dropout", dropout))
+        self.head = nn.Linear(self.feature_dim, check_int("num_classes", num_classes, 1))
+        init_weights(self)
+        self.temporal_pool.reset_parameters()
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        """Per-frame feature vectors [B, T, feature_dim] for a clip batch [B, C, T, H, W]."""
+        if x.dim() != 5 or x.shape[1] != self.spec.in_channels:
+            raise ValueError(
+                f"BehaviorNet expects clips [B, {self.spec.in_channels}, T, H, W], got {list(x.shape)}"
+            )
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        if isinstance(self.backbone, FrameResNet):
+            maps = self.backbone(frames, n_frames=t)
+        else:
+            maps = self.backbone(frames)
+        return self.spatial_pool(maps).flatten(1).reshape(b, t, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        clip = self.temporal_pool(self.frame_features(x))
+        return self.head(self.dropout(clip))
+
+
+@register_model("spatial_attention_net")
+def spatial_attention_net(
+    num_classes: int,
+    in_channels: int = 3,
+    stem_width: int = 24,
+    stem_stride: int = 4,
+    widths: Sequence[int] = (48, 96, 192),
+    blocks_per_stage: int | Sequence[int] = 1,
+    attention: bool = True,
+    attention_kind: str = "pool",
+    attention_kernel: int = 7,
+    attention_stages: Sequence[int] | None = None,
+    temporal_pool: str = "mean",
+    dropout: float = 0.3,
+) -> BehaviorNet:
+    """The article's SpatialAttentionNet as a per-frame backbone inside BehaviorNet (video input).
+
+    For the image classifier itself use `SpatialAttentionNet(num_classes=10)`.
+    """
+    return BehaviorNet(
+        num_classes,
+        backbone="spatial_attention_net",
+        in_channels=in_channels,
+        stem_width=stem_width,
+        stem_stride=stem_stride,
+        widths=widths,
+        blocks_per_stage=blocks_per_stage,
+        attention=attention,
+        attention_kind=attention_kind,
+        attention_kernel=attention_kernel,
+        attention_stages=attention_stages,
+        temporal_pool=temporal_pool,
+        dropout=dropout,
+    )
