@@ -30,7 +30,7 @@ from behavior.video.writer import write_video
 SYNTHETIC_CLASSES: tuple[str, ...] = ("walk", "run", "jump", "wave_one", "wave_both", "bend")
 MARKER = ".synthetic.json"
 # Bump whenever rendering changes, so that datasets made by an older generator are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def _actor_colours(rng: np.random.Generator, bg_luma: float) -> tuple[dict, np.n
                "arms": torso if rng.random() < 0.5 else R.random_colour(rng, luma + rng.uniform(-15, 15)),
                "head": R.random_colour(rng, luma + rng.uniform(-15, 15), sat=(0.1, 0.6))}
     outline = None
-    if rng.random() < 0.75:
+    if rng.random() < 1.0:
         outline = np.full(3, rng.uniform(0, 45) if bright else rng.uniform(210, 255), np.float32)
     return colours, outline
 
@@ -179,8 +179,8 @@ def render_clip(label: str, rng: np.random.Generator, spec: SyntheticSpec) -> np
     pose, speed, yaw = _motion(label, rng, t)
     joints = R.forward_kinematics(pose, n)
     facing = 1.0 if rng.random() < 0.5 else -1.0
-    size = rng.uniform(0.42, 0.7) * h
-    thickness = {"limb": rng.uniform(0.034, 0.048), "torso": rng.uniform(0.05, 0.07),
+    size = rng.uniform(0.5, 0.75) * h
+    thickness = {"limb": rng.uniform(0.042, 0.056), "torso": rng.uniform(0.06, 0.08),
                  "head": R.R_HEAD * rng.uniform(0.9, 1.1)}
     drift = np.stack([facing * speed * t, np.zeros(n)], -1)
     # Project at unit scale with the ground point at 0 to measure the figure's extent over the clip.

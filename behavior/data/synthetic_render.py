@@ -225,7 +225,7 @@ def make_background(rng: np.random.Generator, height: int, width: int) -> np.nda
     arr += rng.uniform(5, 25) * noise[..., None]
     # Flatten the background's contrast a little so that the (high-contrast) actor stays the salient thing.
     mean = arr.reshape(-1, 3).mean(0)
-    arr = mean + rng.uniform(0.4, 0.75) * (arr - mean)
+    arr = mean + rng.uniform(0.3, 0.55) * (arr - mean)
     return np.clip(arr, 0, 255).astype(np.float32)
 
 
@@ -239,14 +239,14 @@ def bounce(x0: float, v: float, t: np.ndarray, lo: float, hi: float) -> np.ndarr
 def make_distractors(rng: np.random.Generator, height: int, width: int, t: np.ndarray) -> list[dict]:
     """Moving objects unrelated to the class: bouncing balls and boxes, a drifting pole."""
     items = []
-    for _ in range(rng.integers(1, 4)):
+    for _ in range(rng.integers(1, 3)):
         r = rng.uniform(0.03, 0.08) * height
         speed, ang = rng.uniform(20, 90), rng.uniform(0, 2 * np.pi)
         xs = bounce(rng.uniform(r, width - r), speed * np.cos(ang), t, r, width - r)
         ys = bounce(rng.uniform(r, height - r), speed * np.sin(ang), t, r, height - r)
         items.append({"kind": "ball", "x": xs, "y": ys, "r": r, "colour": random_colour(rng),
                       "front": rng.random() < 0.5})
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(rng.integers(0, 2)):
         half = tuple(rng.uniform(0.025, 0.07, size=2) * height)
         speed, ang = rng.uniform(10, 70), rng.uniform(0, 2 * np.pi)
         m = max(half)

@@ -15,6 +15,10 @@ Temporal pooling over the per-frame feature vectors ([B, T, D] -> [B, D]):
 - "attention": learned per-frame weights, softmax(w . f_t + b) over time; w starts at zero, so it
   begins as the mean and learns which frames matter. The last weights are kept in `last_weights`.
 
+`frame_diff` (default off) feeds each frame together with its difference from the previous sampled frame
+(input channels doubled in the stem only): static background clutter cancels in the difference, so the
+network is told where something moves at the cost of one subtraction.
+
 `temporal_shift` (resnet backbone only, default off) adds a cheap motion cue: at the start of every
 residual branch 1/8 of the channels are taken from the previous frame and 1/8 from the next one (TSM,
 Lin et al., 2019), which costs no FLOPs and no parameters.
@@ -46,6 +50,17 @@ def temporal_shift(x: Tensor, n_frames: int, fold_div: int = 8) -> Tensor:
     out[:, :-1, fold : 2 * fold] = x[:, 1:, fold : 2 * fold]  # frame t sees frame t+1
     out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
     return out.reshape(nt, c, h, w)
+
+
+def frame_differences(x: Tensor) -> Tensor:
+    """x_t - x_(t-1) along T of [B, C, T, H, W]; the first frame reuses the second's difference.
+
+    Static clutter cancels out and what moves stands out, a motion cue that costs one subtraction.
+    """
+    if x.shape[2] == 1:
+        return torch.zeros_like(x)
+    diff = x[:, :, 1:] - x[:, :, :-1]
+    return torch.cat([diff[:, :, :1], diff], dim=2)
 
 
 class ResBlock(nn.Module):
@@ -161,12 +176,15 @@ class BehaviorNet(nn.Module):
         attention_stages: Sequence[int] | None = None,
         temporal_pool: str = "mean",
         temporal_shift: bool = False,
+        frame_diff: bool = False,
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
         backbone = check_choice("backbone", backbone, BACKBONES)
+        self.in_channels = check_int("in_channels", in_channels, 1)
+        self.frame_diff = check_bool("frame_diff", frame_diff)
         spec = BackboneSpec.check(
-            in_channels=in_channels,
+            in_channels=in_channels * (2 if frame_diff else 1),
             stem_width=stem_width,
             stem_stride=stem_stride,
             widths=widths,
@@ -199,10 +217,10 @@ class BehaviorNet(nn.Module):
 
     def frame_features(self, x: Tensor) -> Tensor:
         """Per-frame feature vectors [B, T, feature_dim] for a clip batch [B, C, T, H, W]."""
-        if x.dim() != 5 or x.shape[1] != self.spec.in_channels:
-            raise ValueError(
-                f"BehaviorNet expects clips [B, {self.spec.in_channels}, T, H, W], got {list(x.shape)}"
-            )
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"BehaviorNet expects clips [B, {self.in_channels}, T, H, W], got {list(x.shape)}")
+        if self.frame_diff:
+            x = torch.cat([x, frame_differences(x)], dim=1)
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         if isinstance(self.backbone, FrameResNet):

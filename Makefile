@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine:
+#   make train   create .venv with the pinned stack if missing, then train on the built-in synthetic set
+#   make test    the same set-up, then ruff and the test suite
+# Extra training options: make train ARGS="model=r3d_18 trainer.epochs=5"
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: train test lint system-deps clean-data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# torchcodec needs FFmpeg's shared libraries from the system; PyAV and decord bring their own.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing FFmpeg libraries for torchcodec (apt-get install -y ffmpeg)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else \
+	    echo "note: FFmpeg libraries missing; torchcodec tests will skip (install with: apt-get install -y ffmpeg)"; \
+	  fi; \
+	fi
+
+train: $(STAMP)
+	$(BIN)/python -m behavior.train $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check behavior tests
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest $(ARGS)
+
+clean-data:
+	rm -rf data/synthetic

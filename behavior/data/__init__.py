@@ -1,0 +1,1 @@
+"""Data stages: clip records, scanning, splits, sampling, transforms, datasets, the synthetic set."""

@@ -1,0 +1,62 @@
+"""A map-style dataset: clip record -> sampled frame indices -> decoded uint8 frames -> model tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from behavior.data.records import ClipRecord
+from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
+from behavior.video import open_video
+
+
+class ClipDataset(Dataset):
+    """Yields ``(video, label, index)``; ``video`` is ``[3, T, S, S]``, or ``[V, 3, T, S, S]`` with V eval views.
+
+    Randomness comes from (seed, epoch, index) alone, so a run is repeatable whatever the number of
+    DataLoader workers; call :meth:`set_epoch` before each training epoch.
+    """
+
+    def __init__(self, records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig,
+                 transform: Callable[[torch.Tensor], torch.Tensor], train: bool, backend: str = "pyav",
+                 num_frames: dict[str, int] | None = None, seed: int = 0):
+        self.records = list(records)
+        self.class_to_idx = class_to_idx
+        self.sampling = sampling
+        self.transform = transform
+        self.train = train
+        self.backend = backend
+        self.num_frames = num_frames or {}
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def label_of(self, index: int) -> int:
+        return self.class_to_idx.get(self.records[index].label, -1)
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        item_seed = [self.seed, self.epoch, index]
+        with open_video(record.path, backend=self.backend) as reader:
+            total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
+            if self.train:
+                views = [sample_indices(total, self.sampling, train=True, rng=np.random.default_rng(item_seed))]
+            else:
+                views = sample_views(total, self.sampling)
+            # One decode pass for all views: frames shared between views are read once.
+            wanted = sorted({i for view in views for i in view})
+            frames = reader.get_frames(wanted)
+        position = {frame_index: k for k, frame_index in enumerate(wanted)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence(item_seed).generate_state(1)[0]))
+            clips = [self.transform(frames[[position[i] for i in view]]) for view in views]
+        video = clips[0] if self.train else torch.stack(clips)
+        return video, self.label_of(index), index

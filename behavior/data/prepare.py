@@ -1,0 +1,95 @@
+"""Compose the data stages for a run: find clips, pre-scan them, split, and build loaders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from behavior.data.dataset import ClipDataset
+from behavior.data.prescan import BadClip, prescan, write_bad_clips
+from behavior.data.records import ClipRecord
+from behavior.data.sampling import SamplingConfig
+from behavior.data.scan import load_records
+from behavior.data.splits import Split, split_records, write_split
+from behavior.errors import ConfigError, DataError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PRESCAN_MODES = ("full", "quick", "off")
+
+
+@dataclass
+class PreparedData:
+    class_names: list[str]
+    split: Split
+    num_frames: dict[str, int]
+    bad: list[BadClip]
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.class_names)}
+
+
+def resolve_records(data_cfg: Mapping, progress: bool = True) -> tuple[list[ClipRecord], Path]:
+    """The clips named by ``data.root`` / ``data.manifest``, or the built-in synthetic set when neither is set."""
+    root, manifest = data_cfg.get("root"), data_cfg.get("manifest")
+    if not root and not manifest:
+        from behavior.data.synthetic import SyntheticSpec, ensure_synthetic
+
+        syn = data_cfg.get("synthetic") or {}
+        spec = SyntheticSpec(clips_per_class=int(syn.get("clips_per_class", 50)), seed=int(syn.get("seed", 0)))
+        target = Path(syn.get("root") or "data/synthetic")
+        root = str(target if target.is_absolute() else PROJECT_ROOT / target)
+        ensure_synthetic(root, spec, workers=int(syn.get("workers", 2)))
+    records = load_records(root, manifest)
+    return records, Path(manifest).parent if manifest else Path(root)
+
+
+def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | None = None,
+                 progress: bool = True) -> PreparedData:
+    records, base = resolve_records(data_cfg, progress)
+    mode = data_cfg.get("prescan", "full")
+    if mode not in PRESCAN_MODES:
+        raise ConfigError(f"data.prescan={mode!r}: choose one of {', '.join(PRESCAN_MODES)}")
+    start = time.perf_counter()
+    if mode == "off":
+        good, bad, num_frames = records, [], {}
+    else:
+        scan = prescan(records, backend=backend, verify=mode == "full", workers=int(data_cfg.get("scan_workers", 2)),
+                       progress=progress)
+        good, bad, num_frames = scan.good, scan.bad, scan.num_frames
+        print(f"scanned {len(records)} clips in {time.perf_counter() - start:.1f}s: {len(good)} readable, "
+              f"{len(bad)} unreadable" + (" (listed in bad_clips.csv)" if bad and run_dir else ""))
+    if not good:
+        raise DataError(f"no readable clips among {len(records)} (first reason: {bad[0].reason if bad else '-'})")
+    if run_dir is not None and bad:
+        write_bad_clips(run_dir / "bad_clips.csv", bad)
+    class_names = sorted({r.label for r in records})
+    if len(class_names) < 2:
+        raise DataError(f"need at least 2 classes, found {class_names}")
+    split = split_records(good, data_cfg.get("split", "stratified"), float(data_cfg.get("val_fraction", 0.15)),
+                          float(data_cfg.get("test_fraction", 0.15)), seed, data_cfg.get("split_files"), base)
+    if not split.train:
+        raise DataError("the training split is empty")
+    if run_dir is not None:
+        write_split(run_dir / "split.csv", split)
+    return PreparedData(class_names, split, num_frames, bad)
+
+
+def _worker_init(_: int) -> None:
+    # Each loader worker decodes one clip at a time; letting it spawn torch threads only starves training.
+    torch.set_num_threads(1)
+
+
+def make_loader(records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig, transform,
+                train: bool, batch_size: int, num_workers: int, backend: str, num_frames: dict[str, int] | None,
+                seed: int, pin_memory: bool = False) -> DataLoader:
+    dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+                      drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
+                      worker_init_fn=_worker_init if num_workers > 0 else None, generator=generator)

@@ -1,0 +1,79 @@
+"""Find clips: a folder-per-class tree or a CSV manifest, turned into clip records."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from behavior.data.records import ClipRecord
+from behavior.errors import ConfigError, DataError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+
+
+def is_video_file(path: Path, extensions=VIDEO_EXTENSIONS) -> bool:
+    return path.suffix.lower() in extensions and not path.name.startswith(".")
+
+
+def find_videos(folder: Path, extensions=VIDEO_EXTENSIONS) -> list[Path]:
+    """Every video file below ``folder``, sorted; symlinked folders are followed once (no loops)."""
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or the same folder reached twice
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if is_video_file(Path(f), extensions)]
+    return sorted(found)
+
+
+def scan_folder(root: str | Path, extensions=VIDEO_EXTENSIONS) -> list[ClipRecord]:
+    """One class per sub-folder of ``root``; clips may sit in nested folders inside a class folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data.root: folder not found: {root}")
+    records = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        records += [ClipRecord(str(p), class_dir.name) for p in find_videos(class_dir, extensions)]
+    if not records:
+        raise DataError(f"data.root: no video clips in class sub-folders of {root} "
+                        f"(expected {root}/<class>/<clip>{extensions[0]})")
+    return records
+
+
+def read_manifest(manifest: str | Path) -> list[ClipRecord]:
+    """A CSV with columns ``path,label[,group]``; paths are relative to the manifest's folder."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ConfigError(f"data.manifest: file not found: {manifest}")
+    base = manifest.parent
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = {"path", "label"} - set(columns)
+        if missing:
+            raise DataError(f"{manifest}: missing column(s) {sorted(missing)}; expected header path,label[,group]")
+        records = []
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if not row["path"] or not row["label"]:
+                raise DataError(f"{manifest}:{line}: empty path or label")
+            path = Path(row["path"])
+            path = path if path.is_absolute() else base / path
+            records.append(ClipRecord(str(path), row["label"], row.get("group") or None))
+    if not records:
+        raise DataError(f"{manifest}: no rows")
+    return records
+
+
+def load_records(root: str | None, manifest: str | None) -> list[ClipRecord]:
+    if root and manifest:
+        raise ConfigError("data.root and data.manifest are both set; give one of them")
+    if manifest:
+        return read_manifest(manifest)
+    if root:
+        return scan_folder(root)
+    raise ConfigError("data.root: no dataset given (set data.root=DIR or data.manifest=FILE)")

@@ -1,0 +1,95 @@
+"""``python -m behavior.evaluate checkpoint=PATH data.root=DIR``: the full report for every clip under DIR."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from behavior.cli import hydra_run_dir, one_line_errors, select_device
+from behavior.data.prepare import make_loader, resolve_records
+from behavior.data.prescan import prescan, write_bad_clips
+from behavior.data.records import ClipRecord
+from behavior.data.sampling import SamplingConfig, sampling_config
+from behavior.data.transforms import TransformConfig, build_transform, transform_config
+from behavior.engine.checkpoint import CheckpointError, load_checkpoint
+from behavior.engine.loop import predict
+from behavior.errors import ConfigError, DataError
+from behavior.models import build_model
+from behavior.report import format_per_class_table, per_class_rows, write_report
+
+
+def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[str], sampling: SamplingConfig,
+                   transform: TransformConfig, backend: str, num_frames: Mapping[str, int] | None,
+                   device: torch.device, amp: bool, loader_cfg: Mapping, out_dir: Path, split: str,
+                   extra: Mapping | None = None) -> dict:
+    """Predict every clip, write the report files into ``out_dir`` and print the per-class table."""
+    class_to_idx = {name: i for i, name in enumerate(class_names)}
+    loader = make_loader(records, class_to_idx, sampling, build_transform(transform, train=False), False,
+                         loader_cfg["eval_batch_size"], loader_cfg["num_workers"], backend, dict(num_frames or {}),
+                         seed=0, pin_memory=device.type == "cuda")
+    indices, labels, probs = predict(model, loader, device, amp, desc=f"evaluate {split}",
+                                     progress=loader_cfg.get("progress", True))
+    paths = [records[i].path for i in indices]
+    metrics = write_report(out_dir, paths, labels.tolist(), probs, list(class_names), split=split, extra=extra)
+    rows = per_class_rows(labels.tolist(), probs.argmax(1).tolist(), list(class_names))
+    print(f"\nper-class results on the {split} split ({len(records)} clips):")
+    print(format_per_class_table(rows, metrics))
+    return metrics
+
+
+def load_model(path: str | Path, device: torch.device):
+    """Rebuild the network a checkpoint was trained with and load its weights."""
+    state = load_checkpoint(path)
+    model = build_model(state["model_config"], len(state["class_names"]))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path}: weights do not match its model config "
+                              f"({str(err).splitlines()[0]})") from None
+    return model.to(device).eval(), state
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> float:
+    start = time.perf_counter()
+    if not cfg.checkpoint:
+        raise ConfigError("checkpoint: give the checkpoint to evaluate (checkpoint=PATH/best.pt)")
+    if not cfg.data.root and not cfg.data.manifest:
+        raise ConfigError("data.root: give the clips to evaluate (data.root=DIR or data.manifest=FILE)")
+    run_dir = hydra_run_dir()
+    device = select_device(cfg.device)
+    model, state = load_model(cfg.checkpoint, device)
+    class_names = list(state["class_names"])
+    records, _ = resolve_records(cfg.data)
+    unknown = sorted({r.label for r in records} - set(class_names))
+    if unknown:
+        raise DataError(f"class(es) {unknown} under {cfg.data.root or cfg.data.manifest} are not among the "
+                        f"checkpoint's classes {class_names}")
+    backend = cfg.decode.backend or state.get("decode", {}).get("backend", "pyav")
+    sampling_dict = dict(state["sampling"])
+    if cfg.num_views:
+        sampling_dict["num_views"] = cfg.num_views
+    scan = prescan(records, backend=backend, verify=cfg.data.prescan == "full", progress=cfg.progress)
+    if scan.bad:
+        write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
+        print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
+    if not scan.good:
+        raise DataError(f"no readable clips under {cfg.data.root or cfg.data.manifest}")
+    amp = bool(cfg.amp) and device.type == "cuda"
+    metrics = evaluate_split(model, scan.good, class_names, sampling_config(sampling_dict),
+                             transform_config(state["transform"]), backend, scan.num_frames, device, amp,
+                             {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
+                              "progress": cfg.progress}, run_dir, "evaluate",
+                             extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)})
+    print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
+    return metrics["top1"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""``python -m behavior.train``: train a behavior classifier and report per-class results on the test split."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from behavior.cli import hydra_run_dir, one_line_errors, select_device
+from behavior.data.prepare import make_loader, prepare_data
+from behavior.data.sampling import sampling_config
+from behavior.data.transforms import build_transform, transform_config
+from behavior.engine.checkpoint import load_checkpoint
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
+from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
+from behavior.evaluate import evaluate_split
+from behavior.models import build_model
+from behavior.report import write_history
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> float:
+    start = time.perf_counter()
+    run_dir = hydra_run_dir()
+    seed_everything(cfg.seed)
+    device = select_device(cfg.trainer.device)
+    sampling = sampling_config(cfg.sampling)
+    transform = transform_config(cfg.transform)
+    trainer = cfg.trainer
+    backend = cfg.decode.backend
+
+    data = prepare_data(cfg.data, backend, cfg.seed, run_dir, progress=trainer.progress)
+    sizes = {name: len(recs) for name, recs in data.split.parts().items()}
+    print(f"{len(data.class_names)} classes {data.class_names}; clips: {sizes}; run dir: {run_dir}")
+
+    def loader(name: str, train: bool):
+        return make_loader(data.split.parts()[name], data.class_to_idx, sampling, build_transform(transform, train),
+                           train, trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
+                           backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda")
+
+    train_loader, val_loader = loader("train", True), loader("val", False)
+    model = build_model(cfg.model, len(data.class_names)).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), trainer.epochs)
+    train_labels = [data.class_to_idx[r.label] for r in data.split.train]
+    loss_fn = build_loss(cfg.optim, train_labels, len(data.class_names)).to(device)
+    amp = bool(trainer.amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    state = restore(trainer.resume, model, optimizer, scheduler, scaler) if trainer.resume else None
+    if state is not None:
+        print(f"resumed from {trainer.resume} after epoch {state.epoch}")
+        # The run folder must stay self-contained: bring the best checkpoint so far along with the history.
+        previous_best = Path(trainer.resume).parent / "best.pt"
+        if previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
+            shutil.copy2(previous_best, run_dir / "best.pt")
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model {cfg.model.name}: {params / 1e6:.2f}M parameters; device {device}{' (AMP)' if amp else ''}")
+
+    extra = {
+        "model_config": OmegaConf.to_container(cfg.model, resolve=True),
+        "class_names": data.class_names,
+        "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
+        "transform": OmegaConf.to_container(cfg.transform, resolve=True),
+        "decode": OmegaConf.to_container(cfg.decode, resolve=True),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    fit_cfg = FitConfig(trainer.epochs, trainer.patience, cfg.optim.grad_clip, amp, cfg.seed, trainer.progress)
+
+    state = state or FitState()
+
+    def on_epoch(row):
+        print(describe_epoch(row), flush=True)
+        write_history(run_dir, state.history)
+
+    state = fit(model, train_loader, val_loader, optimizer, scheduler, loss_fn, device, fit_cfg, run_dir, extra,
+                state, scaler, on_epoch=on_epoch)
+
+    # The final report is on the best checkpoint, on test (or validation when there is no test split).
+    split_name = "test" if data.split.test else "val"
+    best = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best["model_state"])
+    metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
+                             data.num_frames, device, amp, trainer, run_dir, split_name,
+                             extra={"best_epoch": best["epoch"], "epochs_run": state.epoch})
+    print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
+    return metrics["top1"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""End to end through the real entry points: train, evaluate, resume, bad clips, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_clip_tree
+
+TINY = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "transform.crop_size=32",
+        "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.num_workers=0", "trainer.progress=false",
+        "data.val_fraction=0.25", "data.test_fraction=0.25", "data.scan_workers=1"]
+
+
+def run_module(module: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run on generated clips plus two broken files that the pre-scan must set aside."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    root = make_clip_tree(tmp / "clips", per_class=8)
+    (root / "left" / "empty.mp4").write_bytes(b"")
+    (root / "up" / "notes.mp4").write_text("not a video at all\n")
+    run = tmp / "run"
+    proc = run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=2", *TINY)
+    return root, run, proc
+
+
+def test_train_writes_every_report_file(trained):
+    _, run, proc = trained
+    for name in ["best.pt", "last.pt", "metrics.json", "per_class.csv", "confusion_matrix.csv",
+                 "confusion_matrix.png", "predictions.csv", "history.csv", "curves.png", "split.csv",
+                 "bad_clips.csv", ".hydra/config.yaml"]:
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    test_clips = [r for r in read_csv(run / "split.csv") if r["split"] == "test"]
+    assert metrics["split"] == "test" and metrics["num_clips"] == len(test_clips) > 0
+    for key in ("top1", "mean_class_accuracy", "macro_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    matrix = read_csv(run / "confusion_matrix.csv")
+    assert sum(int(v) for row in matrix for k, v in row.items() if k != "true\\pred") == len(test_clips)
+    assert len(read_csv(run / "predictions.csv")) == len(test_clips)
+    assert [int(r["epoch"]) for r in read_csv(run / "history.csv")] == [1, 2]
+    assert "precision" in proc.stdout and "wall time" in proc.stdout
+
+
+def test_bad_clips_are_listed_and_skipped(trained):
+    _, run, _ = trained
+    bad = {Path(r["path"]).name: r["reason"] for r in read_csv(run / "bad_clips.csv")}
+    assert set(bad) == {"empty.mp4", "notes.mp4"}
+    assert "empty" in bad["empty.mp4"]
+    used = {Path(r["path"]).name for r in read_csv(run / "split.csv")}
+    assert not used & set(bad) and len(used) == 24
+
+
+def test_resume_continues_the_epoch_count(trained, tmp_path):
+    root, run, _ = trained
+    resumed = tmp_path / "resumed"
+    proc = run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={resumed}", "trainer.epochs=3",
+                      f"trainer.resume={run / 'last.pt'}", *TINY)
+    assert "resumed from" in proc.stdout
+    assert [int(r["epoch"]) for r in read_csv(resumed / "history.csv")] == [1, 2, 3]
+
+
+def test_evaluate_reports_every_clip_under_a_folder(trained, tmp_path):
+    root, run, _ = trained
+    out = tmp_path / "eval"
+    run_module("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.root={root}", f"hydra.run.dir={out}",
+               "num_workers=0", "progress=false")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_clips"] == 24
+    assert len(read_csv(out / "predictions.csv")) == 24
+    assert (out / "confusion_matrix.png").is_file() and (out / "bad_clips.csv").is_file()
+
+
+def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
+    _, run, _ = trained
+    other = make_clip_tree(tmp_path / "other", classes=("left", "sideways"), per_class=1)
+    proc = run_module("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.root={other}",
+                      f"hydra.run.dir={tmp_path / 'e'}", check=False)
+    assert proc.returncode == 2
+    assert "sideways" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, key", [("data.split=bogus", "data.split"),
+                                           ("data.test_fraction=1.5", "data.test_fraction")])
+def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
+    proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
+                      override, check=False)
+    assert proc.returncode == 2
+    assert key in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

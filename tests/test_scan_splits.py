@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from behavior.data.records import ClipRecord
+from behavior.data.scan import find_videos, read_manifest, scan_folder
+from behavior.data.splits import group_split, predefined_split, split_records, stratified_split
+from behavior.errors import ConfigError, DataError
+
+
+def records(n_per_class=20, classes=("a", "b", "c"), groups_per_class=5):
+    return [ClipRecord(f"/d/{c}/{i}.mp4", c, f"{c}{i % groups_per_class}") for c in classes
+            for i in range(n_per_class)]
+
+
+def test_scan_folder_finds_classes_and_nested_clips(tmp_path):
+    for rel in ["walk/a.mp4", "walk/sub/b.MP4", "run/c.avi", "run/notes.txt", ".hidden/d.mp4"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = scan_folder(tmp_path)
+    assert [(Path(r.path).name, r.label) for r in found] == [("c.avi", "run"), ("a.mp4", "walk"), ("b.MP4", "walk")]
+
+
+def test_scan_folder_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        scan_folder(tmp_path / "missing")
+    with pytest.raises(DataError, match="no video clips"):
+        scan_folder(tmp_path)
+
+
+def test_find_videos_survives_symlink_loop(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "x" / "loop").symlink_to(tmp_path / "x")
+    assert [p.name for p in find_videos(tmp_path)] == ["a.mp4"]
+
+
+def test_manifest_paths_are_relative_to_its_folder(tmp_path):
+    manifest = tmp_path / "m" / "list.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,label,group\nfight/a.mp4,fight,s1\n/abs/b.mp4,calm,\n")
+    recs = read_manifest(manifest)
+    assert recs[0] == ClipRecord(str(tmp_path / "m" / "fight" / "a.mp4"), "fight", "s1")
+    assert recs[1] == ClipRecord("/abs/b.mp4", "calm", None)
+
+
+def test_manifest_missing_column_is_named(tmp_path):
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("file,label\na.mp4,x\n")
+    with pytest.raises(DataError, match=r"bad.csv: missing column\(s\) \['path'\]"):
+        read_manifest(manifest)
+
+
+def test_stratified_split_is_deterministic_and_per_class():
+    recs = records()
+    a, b = stratified_split(recs, 0.2, 0.2, seed=3), stratified_split(recs, 0.2, 0.2, seed=3)
+    assert a == b
+    assert a != stratified_split(recs, 0.2, 0.2, seed=4)
+    for part in (a.val, a.test):
+        assert Counter(r.label for r in part) == {"a": 4, "b": 4, "c": 4}
+    assert len(a.train) + len(a.val) + len(a.test) == len(recs)
+    assert not {r.path for r in a.train} & {r.path for r in a.test}
+
+
+def test_zero_test_fraction_gives_no_test_split():
+    split = stratified_split(records(), 0.2, 0.0, seed=0)
+    assert split.test == [] and len(split.val) == 12
+
+
+def test_fraction_errors_name_the_key():
+    with pytest.raises(ConfigError, match="data.test_fraction"):
+        stratified_split(records(), 0.1, 1.5, seed=0)
+    with pytest.raises(ConfigError, match="data.split='bogus'"):
+        split_records(records(), "bogus", 0.1, 0.1, 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_split_never_divides_a_group(seed):
+    recs = records(n_per_class=30, groups_per_class=7)
+    split = group_split(recs, 0.2, 0.2, seed)
+    side_of = {}
+    for name, part in split.parts().items():
+        for r in part:
+            assert side_of.setdefault(r.group, name) == name
+    assert split.train and split.val and split.test
+    assert 0.1 < len(split.test) / len(recs) < 0.35
+
+
+def test_group_split_needs_groups():
+    with pytest.raises(DataError, match="group"):
+        group_split([ClipRecord("/a.mp4", "x")], 0.2, 0.2, 0)
+
+
+def test_predefined_split_from_list_files(tmp_path):
+    recs = [ClipRecord(str(tmp_path / f"{i}.mp4"), "a" if i % 2 else "b") for i in range(6)]
+    (tmp_path / "train.txt").write_text("0.mp4\n1.mp4\n2.mp4\n3.mp4\n")
+    (tmp_path / "test.txt").write_text("# held out\n4.mp4\n5.mp4\n")
+    split = predefined_split(recs, {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")},
+                             tmp_path)
+    assert [Path(r.path).name for r in split.test] == ["4.mp4", "5.mp4"] and not split.val
+    (tmp_path / "test.txt").write_text("nope.mp4\n")
+    with pytest.raises(DataError, match="nope.mp4"):
+        predefined_split(recs, {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}, tmp_path)
