@@ -21,7 +21,7 @@ from behavior.models import (
     register_model,
 )
 from behavior.models import registry as registry_module
-from behavior.models.behaviornet import temporal_shift
+from behavior.models.behaviornet import frame_differences, temporal_shift
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2plus1d_18"]
@@ -178,13 +178,30 @@ def test_default_behaviornet_fits_cpu_budget():
 
 
 def test_frames_are_processed_independently_without_shift():
-    # Shared per-frame weights: a clip's frame features must not depend on the other frames.
-    model = BehaviorNet(3).eval()
+    # Shared per-frame weights: a clip's frame features must not depend on the other frames
+    # (frame_diff deliberately mixes neighbouring frames, so it is off here).
+    model = BehaviorNet(3, frame_diff=False).eval()
     x = clip(b=1, t=3)
     with torch.no_grad():
         together = model.frame_features(x)
         alone = torch.cat([model.frame_features(x[:, :, i : i + 1]) for i in range(3)], dim=1)
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_frame_differences_cancel_static_content():
+    still = clip(b=2, t=1).repeat(1, 1, 4, 1, 1)
+    assert torch.equal(frame_differences(still), torch.zeros_like(still))
+    x = clip(b=1, t=3)
+    d = frame_differences(x)
+    torch.testing.assert_close(d[:, :, 2], x[:, :, 2] - x[:, :, 1])
+    torch.testing.assert_close(d[:, :, 0], d[:, :, 1])
+    assert torch.equal(frame_differences(x[:, :, :1]), torch.zeros_like(x[:, :, :1]))
+
+
+def test_frame_diff_option_keeps_rgb_input_and_doubles_stem_channels():
+    model = build_model({"name": "behaviornet", "frame_diff": True, "widths": [8, 16]}, 4)
+    assert model.backbone.stem[0].in_channels == 6
+    assert model(clip(b=2, t=4, h=48, w=48)).shape == (2, 4)
 
 
 def test_behaviornet_rejects_wrong_input_shape():

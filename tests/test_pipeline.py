@@ -107,3 +107,15 @@ def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
                       override, check=False)
     assert proc.returncode == 2
     assert key in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_multirun_over_models(clip_tree, tmp_path):
+    sweep = tmp_path / "sweep"
+    small = [o for o in TINY if not o.startswith("model.")]
+    run_module("behavior.train", "-m", "model=behaviornet,r3d_18", f"data.root={clip_tree}",
+               f"hydra.sweep.dir={sweep}", "trainer.epochs=1", *small)
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(runs) == 2
+    for r in runs:
+        tested = [row for row in read_csv(r / "split.csv") if row["split"] == "test"]
+        assert json.loads((r / "metrics.json").read_text())["num_clips"] == len(tested) > 0

@@ -46,7 +46,7 @@ class TransformConfig:
     size: int = 128
     crop_size: int = 112
     train_crop: str = "random_resized"
-    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_scale: tuple[float, float] = (0.7, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 1.3333)
     hflip: bool = True
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
