@@ -20,6 +20,7 @@ from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, re
 from behavior.evaluate import evaluate_split
 from behavior.models import build_model
 from behavior.report import write_history
+from behavior.video.base import check_backend
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -32,7 +33,8 @@ def main(cfg: DictConfig) -> float:
     sampling = sampling_config(cfg.sampling)
     transform = transform_config(cfg.transform)
     trainer = cfg.trainer
-    backend = cfg.decode.backend
+    backend = check_backend(cfg.decode.backend)
+    build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
 
     data = prepare_data(cfg.data, backend, cfg.seed, run_dir, progress=trainer.progress)
     sizes = {name: len(recs) for name, recs in data.split.parts().items()}

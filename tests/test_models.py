@@ -269,7 +269,7 @@ def test_available_models_sorted():
 @pytest.mark.parametrize(
     ("cfg", "pattern"),
     [
-        ({"name": "nope"}, "unknown model 'nope'; available models: behaviornet, "),
+        ({"name": "nope"}, "model=nope: unknown model; available models: behaviornet, "),
         ({"widths": [8]}, "no 'name'"),
         ({"name": "behaviornet", "depth": 3}, "model.depth: not an option of model 'behaviornet'"),
         ({"name": "r3d_18", "dropout": 0.5}, "model.dropout: not an option of model 'r3d_18'"),

@@ -15,7 +15,7 @@ from behavior.data.prescan import BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
-from behavior.data.splits import Split, split_records, write_split
+from behavior.data.splits import Split, check_split_config, split_records, write_split
 from behavior.errors import ConfigError, DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ class PreparedData:
         return {name: i for i, name in enumerate(self.class_names)}
 
 
-def resolve_records(data_cfg: Mapping, progress: bool = True) -> tuple[list[ClipRecord], Path]:
+def resolve_records(data_cfg: Mapping) -> tuple[list[ClipRecord], Path]:
     """The clips named by ``data.root`` / ``data.manifest``, or the built-in synthetic set when neither is set."""
     root, manifest = data_cfg.get("root"), data_cfg.get("manifest")
     if not root and not manifest:
@@ -51,10 +51,13 @@ def resolve_records(data_cfg: Mapping, progress: bool = True) -> tuple[list[Clip
 
 def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | None = None,
                  progress: bool = True) -> PreparedData:
-    records, base = resolve_records(data_cfg, progress)
+    method = data_cfg.get("split", "stratified")
+    val_fraction, test_fraction = float(data_cfg.get("val_fraction", 0.15)), float(data_cfg.get("test_fraction", 0.15))
+    check_split_config(method, val_fraction, test_fraction)
     mode = data_cfg.get("prescan", "full")
     if mode not in PRESCAN_MODES:
         raise ConfigError(f"data.prescan={mode!r}: choose one of {', '.join(PRESCAN_MODES)}")
+    records, base = resolve_records(data_cfg)
     start = time.perf_counter()
     if mode == "off":
         good, bad, num_frames = records, [], {}
@@ -71,8 +74,7 @@ def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | Non
     class_names = sorted({r.label for r in records})
     if len(class_names) < 2:
         raise DataError(f"need at least 2 classes, found {class_names}")
-    split = split_records(good, data_cfg.get("split", "stratified"), float(data_cfg.get("val_fraction", 0.15)),
-                          float(data_cfg.get("test_fraction", 0.15)), seed, data_cfg.get("split_files"), base)
+    split = split_records(good, method, val_fraction, test_fraction, seed, data_cfg.get("split_files"), base)
     if not split.train:
         raise DataError("the training split is empty")
     if run_dir is not None:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
+
+from behavior.config import dataclass_from_mapping
 
 MODES = ("tsn", "uniform", "dense")
 PADS = ("loop", "repeat_last")
@@ -66,22 +68,13 @@ class SamplingConfig:
         return (self.num_frames - 1) * self.frame_interval + 1
 
 
-_KEYS = tuple(f.name for f in fields(SamplingConfig))
-
-
 def sampling_config(cfg: Mapping) -> SamplingConfig:
     """Build a validated :class:`SamplingConfig` from a dict or an OmegaConf ``DictConfig``.
 
     Missing keys take their defaults; an unknown key or a bad value raises a one-line
     ``ValueError`` naming ``sampling.<key>``.
     """
-    values = dict(cfg.items())
-    unknown = sorted(str(k) for k in values if k not in _KEYS)
-    if unknown:
-        raise ValueError(
-            f"sampling.{unknown[0]} is not a known key; allowed keys: {', '.join(_KEYS)}"
-        )
-    return SamplingConfig(**values)
+    return dataclass_from_mapping(SamplingConfig, cfg, "sampling")
 
 
 def _clip_length(num_frames_in_clip: int) -> int:

@@ -115,6 +115,13 @@ def predefined_split(records, split_files, base: Path) -> Split:
     return split
 
 
+def check_split_config(method: str, val_fraction: float, test_fraction: float) -> None:
+    """Fail on a bad split setting before any clip is opened."""
+    if method not in SPLIT_METHODS:
+        raise ConfigError(f"data.split={method!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    _check_fractions(val_fraction, test_fraction)
+
+
 def split_records(records, method: str, val_fraction: float, test_fraction: float, seed: int,
                   split_files=None, base: Path | None = None) -> Split:
     if method == "stratified":

@@ -12,7 +12,7 @@ transform pickles for DataLoader workers started with ``spawn``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from behavior.config import dataclass_from_mapping
 
 RESIZES = ("short_side", "letterbox")
 TRAIN_CROPS = ("random_resized", "random", "center")
@@ -88,22 +90,13 @@ class TransformConfig:
             object.__setattr__(self, name, value)
 
 
-_KEYS = tuple(f.name for f in fields(TransformConfig))
-
-
 def transform_config(cfg: Mapping) -> TransformConfig:
     """Build a validated :class:`TransformConfig` from a dict or an OmegaConf ``DictConfig``.
 
     Missing keys take their defaults; an unknown key or a bad value raises a one-line
     ``ValueError`` naming ``transform.<key>``.
     """
-    values = dict(cfg.items())
-    unknown = sorted(str(k) for k in values if k not in _KEYS)
-    if unknown:
-        raise ValueError(
-            f"transform.{unknown[0]} is not a known key; allowed keys: {', '.join(_KEYS)}"
-        )
-    return TransformConfig(**values)
+    return dataclass_from_mapping(TransformConfig, cfg, "transform")
 
 
 class ToVideo(nn.Module):

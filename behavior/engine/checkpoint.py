@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from behavior.atomic import atomic_open
 from behavior.errors import BehaviorError
 
 
@@ -21,19 +20,9 @@ REQUIRED_KEYS = ("model_state", "model_config", "class_names", "epoch")
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write to a temp file in the same folder, fsync, then rename: a kill leaves the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

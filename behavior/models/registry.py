@@ -15,12 +15,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from behavior.errors import ConfigError
+
 ModelBuilder = Callable[..., nn.Module]
 
 _MODELS: dict[str, ModelBuilder] = {}
 
 
-class OptionError(ValueError):
+class OptionError(ConfigError):
     """A bad model option. `key` is kept apart from the text so `build_model` can re-key it `model.<key>`."""
 
     def __init__(self, key: str, detail: str) -> None:
@@ -72,9 +74,9 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     """
     options = _plain(cfg)
     if not isinstance(options, dict):
-        raise ValueError(f"model config must be a mapping with a 'name' key, got {type(cfg).__name__}")
+        raise ConfigError(f"model config must be a mapping with a 'name' key, got {type(cfg).__name__}")
     if "name" not in options:
-        raise ValueError(f"model config has no 'name'; available models: {', '.join(available_models())}")
+        raise ConfigError(f"model config has no 'name'; available models: {', '.join(available_models())}")
     name = options.pop("name")
     builder = _get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -92,7 +94,7 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
 
 def _get(name: Any) -> ModelBuilder:
     if not isinstance(name, str) or name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available_models())}")
+        raise ConfigError(f"model={name}: unknown model; available models: {', '.join(available_models())}")
     return _MODELS[name]
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from behavior.atomic import atomic_open
 
 # Long class names are shortened on the axes only (the CSV files keep them whole).
 _MAX_LABEL_CHARS = 28
@@ -29,20 +30,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     """Save as PNG through a temp file + os.replace so a crash never leaves a truncated image."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", bbox_inches="tight", dpi=fig.dpi)
-        # mkstemp creates 0600 files; reports are meant to be shared, so use ordinary permissions.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", bbox_inches="tight", dpi=fig.dpi)
+    return Path(path)
 
 
 def _short(name: str) -> str:

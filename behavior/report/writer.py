@@ -20,13 +20,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from behavior.atomic import atomic_open
 from behavior.report.metrics import compute_metrics, confusion_counts, per_class_rows, to_probabilities
 from behavior.report.plots import plot_confusion_matrix, plot_curves
 
@@ -43,23 +43,10 @@ PROB_PREFIX = "prob:"
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to path via a sibling temp file and os.replace (atomic on POSIX and Windows)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        # newline="" because the csv module writes its own \r\n line endings.
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; reports are meant to be shared, so use ordinary permissions.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    # newline="" because the csv module writes its own \r\n line endings.
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return Path(path)
 
 
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from behavior.errors import ConfigError
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
 
 BACKENDS = ("pyav", "decord", "torchcodec")
@@ -45,7 +46,7 @@ class VideoMeta:
 
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown decode.backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown decode.backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
     return backend
 
 

@@ -1,0 +1,25 @@
+"""Config helpers shared by the stages: validated dataclasses built from Hydra/OmegaConf mappings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import TypeVar
+
+from behavior.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def dataclass_from_mapping(cls: type[T], cfg: Mapping, group: str) -> T:
+    """``cls(**cfg)`` where missing keys take their defaults and an unknown key is a one-line ``ConfigError``
+    naming ``<group>.<key>``; value checks are the dataclass's own (``__post_init__``)."""
+    keys = tuple(f.name for f in fields(cls))
+    values = dict(cfg.items())
+    unknown = sorted(str(k) for k in values if k not in keys)
+    if unknown:
+        raise ConfigError(f"{group}.{unknown[0]} is not a known key; allowed keys: {', '.join(keys)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # the dataclass's own checks already name the key
+        raise ConfigError(str(err).splitlines()[0]) from None

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights
+from behavior.errors import ConfigError
+
+OPTIM = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
+         "min_lr_ratio": 0.01, "label_smoothing": 0.1, "class_weighted": False}
+
+
+def state(**extra):
+    return {"model_state": nn.Linear(2, 3).state_dict(), "model_config": {"name": "x"}, "class_names": ["a", "b"],
+            "epoch": 1, **extra}
+
+
+def test_checkpoint_round_trip_and_no_temp_files_left(tmp_path):
+    path = save_checkpoint(tmp_path / "ck" / "last.pt", state(history=[{"epoch": 1, "loss": 0.5}]))
+    loaded = load_checkpoint(path)
+    assert loaded["class_names"] == ["a", "b"] and loaded["history"][0]["loss"] == 0.5
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="file not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torn = tmp_path / "torn.pt"
+    save_checkpoint(torn, state())
+    torn.write_bytes(torn.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        load_checkpoint(torn)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, other)
+    with pytest.raises(CheckpointError, match="not a behavior checkpoint"):
+        load_checkpoint(other)
+
+
+class _CreatesFile:
+    """Unpickling this calls open(path, "w"): a stand-in for code a hostile checkpoint would run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    torch.save(state(payload=_CreatesFile(marker)), evil)
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    model = nn.Linear(4, 2)
+    opt = build_optimizer(model, OPTIM)
+    sched = build_scheduler(opt, OPTIM, steps_per_epoch=10, epochs=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[5] < lrs[10] and max(lrs) == pytest.approx(0.01)
+    assert lrs[-1] < 0.001 and lrs[-1] >= 0.01 * 0.01
+
+
+def test_biases_are_not_decayed():
+    opt = build_optimizer(nn.Linear(4, 2), OPTIM)
+    decays = {p.ndim: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays == {2: 0.05, 1: 0.0}
+
+
+def test_optim_errors_name_the_key():
+    with pytest.raises(ConfigError, match="optim.lr"):
+        build_optimizer(nn.Linear(2, 2), {**OPTIM, "lr": -1})
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        build_scheduler(build_optimizer(nn.Linear(2, 2), OPTIM), {**OPTIM, "schedule": "steps"}, 1, 1)
+
+
+def test_class_weights_favour_rare_classes():
+    weights = class_weights([0, 0, 0, 1], 2)
+    assert weights[1] > weights[0] and weights.mean() == pytest.approx(1.0)
+    loss = build_loss({**OPTIM, "class_weighted": True}, [0, 0, 0, 1], 2)
+    assert torch.allclose(loss.weight, weights)
