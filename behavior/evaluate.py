@@ -76,8 +76,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.num_views:
         sampling_dict["num_views"] = cfg.num_views
     scan = prescan(records, backend=backend, verify=cfg.data.prescan == "full", progress=cfg.progress)
+    write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
-        write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
     if not scan.good:
         raise DataError(f"no readable clips under {cfg.data.root or cfg.data.manifest}")

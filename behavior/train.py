@@ -84,6 +84,10 @@ def main(cfg: DictConfig) -> float:
 
     # The final report is on the best checkpoint, on test (or validation when there is no test split).
     split_name = "test" if data.split.test else "val"
+    if not data.split.parts()[split_name]:
+        print(f"no validation or test clips (data.val_fraction = data.test_fraction = 0): checkpoints in {run_dir}, "
+              "no report")
+        return float("nan")
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model_state"])
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,

@@ -122,3 +122,13 @@ def test_multirun_over_models(clip_tree, tmp_path):
     for r in runs:
         tested = [row for row in read_csv(r / "split.csv") if row["split"] == "test"]
         assert json.loads((r / "metrics.json").read_text())["num_clips"] == len(tested) > 0
+
+
+def test_no_test_split_reports_on_validation(clip_tree, tmp_path):
+    run = tmp_path / "r"
+    run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={run}", "trainer.epochs=1", *TINY,
+               "data.test_fraction=0")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "val"
+    assert metrics["num_clips"] == sum(r["split"] == "val" for r in read_csv(run / "split.csv")) > 0
+    assert not any(r["split"] == "test" for r in read_csv(run / "split.csv"))

@@ -69,7 +69,7 @@ def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | Non
               f"{len(bad)} unreadable" + (" (listed in bad_clips.csv)" if bad and run_dir else ""))
     if not good:
         raise DataError(f"no readable clips among {len(records)} (first reason: {bad[0].reason if bad else '-'})")
-    if run_dir is not None and bad:
+    if run_dir is not None and mode != "off":  # written even when empty: proof the scan ran
         write_bad_clips(run_dir / "bad_clips.csv", bad)
     class_names = sorted({r.label for r in records})
     if len(class_names) < 2:
