@@ -255,18 +255,5 @@ def spatial_attention_net(
 
     For the image classifier itself use `SpatialAttentionNet(num_classes=10)`.
     """
-    return BehaviorNet(
-        num_classes,
-        backbone="spatial_attention_net",
-        in_channels=in_channels,
-        stem_width=stem_width,
-        stem_stride=stem_stride,
-        widths=widths,
-        blocks_per_stage=blocks_per_stage,
-        attention=attention,
-        attention_kind=attention_kind,
-        attention_kernel=attention_kernel,
-        attention_stages=attention_stages,
-        temporal_pool=temporal_pool,
-        dropout=dropout,
-    )
+    options = {k: v for k, v in locals().items() if k != "num_classes"}
+    return BehaviorNet(num_classes, backbone="spatial_attention_net", frame_diff=False, **options)
