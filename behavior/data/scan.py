@@ -16,10 +16,14 @@ def is_video_file(path: Path, extensions=VIDEO_EXTENSIONS) -> bool:
     return path.suffix.lower() in extensions and not path.name.startswith(".")
 
 
-def find_videos(folder: Path, extensions=VIDEO_EXTENSIONS) -> list[Path]:
-    """Every video file below ``folder``, sorted; symlinked folders are followed once (no loops)."""
+def find_videos(folder: Path, extensions=VIDEO_EXTENSIONS, errors: list[OSError] | None = None) -> list[Path]:
+    """Every video file below ``folder``, sorted; symlinked folders are followed once (no loops).
+
+    Folders that cannot be listed are skipped; pass ``errors`` to collect why (one OSError per folder).
+    """
     found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    on_error = errors.append if errors is not None else None
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=on_error):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop, or the same folder reached twice
             dirnames.clear()

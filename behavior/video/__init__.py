@@ -14,7 +14,7 @@ import os
 from behavior.video.base import BACKENDS, VideoMeta, VideoReader, check_backend, describe
 from behavior.video.decord_reader import DecordReader, load_decord
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
-from behavior.video.pyav_reader import PyAVReader, scan_video
+from behavior.video.pyav_reader import PyAVReader, scan_leading_frames, scan_video
 from behavior.video.torchcodec_reader import TorchCodecReader, load_torchcodec
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "VideoMeta",
     "VideoReader",
     "open_video",
+    "open_leading_frames",
     "probe_video",
     "backend_available",
 ]
@@ -41,15 +42,25 @@ def backend_available(backend: str) -> bool:
     return True
 
 
-def open_video(path: str | os.PathLike, backend: str = "pyav") -> VideoReader:
+def open_video(path: str | os.PathLike, backend: str = "pyav", max_short_side: int | None = None) -> VideoReader:
     """Validate and measure ``path``, then return a reader for it (the decoder opens on first use).
 
+    ``max_short_side`` returns frames scaled down so their shorter side is at most that many pixels.
     Raises ValueError for an unknown backend, DecoderUnavailableError when the backend cannot load, and
     VideoDecodeError when the file is missing, empty, not a video, has no video stream or is truncated.
     """
     reader_class = _READERS[check_backend(backend)]
     _LOADERS[backend]()  # a missing backend is a setup problem: report it before looking at the file
-    return reader_class(path, scan_video(path))
+    return reader_class(path, scan_video(path)).limit_short_side(max_short_side)
+
+
+def open_leading_frames(path: str | os.PathLike, max_short_side: int | None = None) -> VideoReader:
+    """A PyAV reader over the leading frames of a damaged clip that still decode (``scan_leading_frames``).
+
+    For clips ``open_video`` or ``get_frames`` rejects as truncated or corrupt: ``len(reader)`` is the number
+    of frames that decode from the start, and ``reader.scan.promised`` what the container claims, if anything.
+    """
+    return PyAVReader(path, scan_leading_frames(path)).limit_short_side(max_short_side)
 
 
 def probe_video(path: str | os.PathLike, backend: str = "pyav", verify: bool = False) -> VideoMeta:

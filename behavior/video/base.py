@@ -61,6 +61,22 @@ def stack_frames(frames: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
 
 
+def fit_short_side(height: int, width: int, limit: int | None) -> tuple[int, int]:
+    """``(height, width)`` shrunk, aspect kept, so the shorter side is at most ``limit``; never enlarged."""
+    short = min(height, width)
+    if not limit or short <= limit:
+        return height, width
+    scale = limit / short
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def shrink_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` resized to ``size`` with antialiasing (for backends that cannot scale on decode)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` without the timestamps and C++ source locations decord and torchcodec prepend."""
     text = re.sub(r"\[\d\d:\d\d:\d\d\]|\S*/\S+\.(?:cc|cpp|h):\d+[:,]?", " ", str(exc))
@@ -100,8 +116,19 @@ class VideoReader(abc.ABC):
     def __init__(self, path: str | os.PathLike, meta: VideoMeta):
         self.path = os.fspath(path)
         self.meta = meta
+        # (height, width) of the frames get_frames returns; smaller than the clip after limit_short_side.
+        self.frame_size = (meta.height, meta.width)
         self._handle = None
         self._pid = os.getpid()
+
+    def limit_short_side(self, limit: int | None) -> VideoReader:
+        """Return frames scaled down so their shorter side is at most ``limit`` (None: full size).
+
+        PyAV scales each frame as it is decoded, so a 1080p clip never sits in memory at full size; the
+        other backends decode at full size and shrink each ``get_frames`` result.
+        """
+        self.frame_size = fit_short_side(self.meta.height, self.meta.width, limit)
+        return self
 
     def _forget_if_forked(self) -> None:
         # A DataLoader worker forked after the parent read frames inherits the parent's decoder, whose file
@@ -128,7 +155,7 @@ class VideoReader(abc.ABC):
                 raise VideoDecodeError(self.path, f"frame index {i} out of range (clip has {n} frames)")
         self._forget_if_forked()
         if not wanted:
-            return torch.empty((0, self.meta.height, self.meta.width, 3), dtype=torch.uint8)
+            return torch.empty((0, *self.frame_size, 3), dtype=torch.uint8)
         try:
             out = self._read(wanted)
         except (VideoDecodeError, DecoderUnavailableError):
@@ -136,7 +163,10 @@ class VideoReader(abc.ABC):
         except Exception as exc:  # any backend failure on a bad file becomes one error type
             self._drop_handle()
             raise VideoDecodeError(self.path, f"decode failed ({describe(exc)})") from exc
-        expected = (len(wanted), self.meta.height, self.meta.width, 3)
+        full = (self.meta.height, self.meta.width)
+        if self.frame_size != full and out.ndim == 4 and tuple(out.shape[1:3]) == full:
+            out = shrink_frames(out, self.frame_size)
+        expected = (len(wanted), *self.frame_size, 3)
         if tuple(out.shape) != expected or out.dtype != torch.uint8:
             raise VideoDecodeError(self.path, f"backend {self.backend} returned {out.dtype} "
                                               f"{tuple(out.shape)}, expected uint8 {expected}")

@@ -202,7 +202,9 @@ def _scan(path: str, container) -> Scan:
     codec = stream.codec_context.name if stream.codec_context else "unknown"
     meta = VideoMeta(path=path, num_frames=count, fps=fps, width=width, height=height, codec=codec)
     order = sorted(pts) if None not in pts else None
-    if order is not None and len(set(order)) != count:
+    # AVI stores no presentation times: FFmpeg numbers its packets in decode order, so with B-frames a
+    # decoded frame's pts names the wrong frame. Such clips are read in decoder output order instead.
+    if order is not None and (len(set(order)) != count or container.format.name == "avi"):
         order = None
     keyframes = [] if order is None else [bisect.bisect_left(order, k) for k in keys]
     promised = None
@@ -272,7 +274,13 @@ class PyAVReader(VideoReader):
 
     def _rgb(self, frame) -> np.ndarray:
         turns = self.scan.rotation
-        w, h = (self.meta.height, self.meta.width) if turns % 2 else (self.meta.width, self.meta.height)
+        height, width = self.frame_size
+        w, h = (height, width) if turns % 2 else (width, height)
+        if self.frame_size != (self.meta.height, self.meta.width):
+            # Scale while converting to RGB, so no full-size RGB frame is made; swscale BILINEAR filters
+            # by the scale factor, the closest match to the antialiased torchvision resize training used.
+            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+            return np.rot90(rgb, turns) if turns else rgb
         if frame.width != w or frame.height != h:  # mid-stream size change: keep the clip's size
             frame = frame.reformat(width=w, height=h)
         rgb = frame.to_ndarray(format="rgb24")
@@ -345,6 +353,53 @@ class PyAVReader(VideoReader):
                 got[index] = self._rgb(frame)
             if index >= last:
                 break
+
+
+def scan_leading_frames(path: str | os.PathLike) -> Scan:
+    """Measure a damaged clip by what decodes: frames in order from the start up to the first that fails.
+
+    For a clip that ``scan_video`` or a read rejects as truncated or corrupt. One full decode pass; only
+    frames the decoder has already released count, so the prefix has no gaps. ``promised`` is the frame
+    count the container states (or its duration implies), when it gives one. Raises VideoDecodeError when
+    not even the first frame decodes.
+    """
+    path = os.fspath(path)
+    check_file(path)
+    container = open_container(path)
+    try:
+        stream = pick_stream(path, container)
+        pts, keys, first = [], [], None
+        try:
+            for packet in container.demux(stream):
+                if packet.is_corrupt:  # its data is cut off: what it decodes to would be garbage
+                    break
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    break
+                for frame in frames:
+                    first = first if first is not None else frame
+                    if frame.key_frame:
+                        keys.append(len(pts))
+                    pts.append(frame.pts)
+        except (av.error.FFmpegError, OSError):
+            pass
+        if first is None:
+            raise VideoDecodeError(path, "not even the first frame decodes")
+        seconds = _header_seconds(container, stream)
+        fps = _fps(stream, len(pts), seconds)
+        promised = stream.frames or (int(round(seconds * fps)) if seconds and fps > 0 else None)
+        turns = rotation_turns(first)
+        width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
+        codec = stream.codec_context.name if stream.codec_context else "unknown"
+        stream_index = stream.index
+    finally:
+        container.close()
+    order = pts if None not in pts and pts == sorted(set(pts)) else None
+    meta = VideoMeta(path=path, num_frames=len(pts), fps=fps, width=width, height=height, codec=codec)
+    # Not indexed: reads decode from the start, which stays exact whatever the damage did to the index.
+    return Scan(meta=meta, stream_index=stream_index, rotation=turns, pts=order, keyframes=keys, indexed=False,
+                promised=promised or None)
 
 
 class _Resync(Exception):

@@ -1,0 +1,272 @@
+"""Classify clips with a trained checkpoint: decode -> evaluation views -> transforms -> model -> probabilities.
+
+No knowledge of output files or the command line. A clip that fails never stops a stream of clips: the
+dataset turns the failure into an error item inside its DataLoader worker, and ``collate_items`` keeps error
+items apart from clips that decoded, so one bad file costs one error row and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
+from behavior.data.transforms import TransformConfig, build_transform, transform_config
+from behavior.engine.checkpoint import CheckpointError
+from behavior.engine.loop import autocast
+from behavior.errors import ConfigError
+from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video
+from behavior.video.base import check_backend, describe
+from behavior.video.decord_reader import load_decord
+from behavior.video.torchcodec_reader import load_torchcodec
+
+# Reasons after which the leading frames of a clip may still decode. Empty files, non-videos, files without
+# a video stream or with a lost mp4 index have nothing to salvage.
+SALVAGEABLE = ("truncated", "corrupt", "decode failed")
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a clip becomes model input: all a DataLoader worker needs, and picklable."""
+
+    sampling: SamplingConfig
+    transform: TransformConfig
+    backend: str = "pyav"
+    max_short_side: int | None = None  # downscale on decode (big clips), or None for full-size frames
+
+
+@dataclass
+class ClipInput:
+    views: torch.Tensor  # [V, 3, T, S, S]
+    num_frames: int  # frames the views were sampled from
+    warning: str = ""
+
+
+@dataclass
+class ClipResult:
+    path: str
+    probs: np.ndarray | None = None  # [C], averaged over views; None when the clip failed
+    num_frames: int = 0
+    warning: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.probs is not None
+
+
+def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0,
+             count: int | None = None) -> torch.Tensor:
+    """Evaluation views of frames ``[first, first + count)`` of an open clip, transformed: ``[V, 3, T, S, S]``.
+
+    One decode pass serves all views. A window mode over a long video calls this once per window.
+    """
+    count = len(reader) - first if count is None else count
+    views = [[first + i for i in view] for view in sample_views(count, sampling)]
+    wanted = sorted({i for view in views for i in view})
+    frames = reader.get_frames(wanted)
+    position = {index: k for k, index in enumerate(wanted)}
+    return torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
+
+
+def _short_stream_warning(reader: VideoReader) -> str:
+    # Matroska, WebM or TS cut mid-way demux cleanly; only the duration in their header says frames are missing.
+    promised, n = getattr(getattr(reader, "scan", None), "promised", None), len(reader)
+    if promised and n < promised - max(2, 0.1 * promised):
+        return f"partly decoded: classified from the first {n} of {promised} frames (stream cut short)"
+    return ""
+
+
+def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
+    """Decode, sample and transform one clip; raises VideoDecodeError when nothing usable decodes.
+
+    A truncated or corrupt clip is classified from its leading frames that decode (read with PyAV whatever
+    the backend), and says so in ``warning``.
+    """
+    try:
+        with open_video(path, settings.backend, settings.max_short_side) as reader:
+            return ClipInput(views_of(reader, settings.sampling, transform), len(reader),
+                             _short_stream_warning(reader))
+    except VideoDecodeError as err:
+        if not err.reason.startswith(SALVAGEABLE):
+            raise
+        damage = err
+    try:
+        with open_leading_frames(path, settings.max_short_side) as reader:
+            views = views_of(reader, settings.sampling, transform)
+            n, promised = len(reader), reader.scan.promised
+    except VideoDecodeError:
+        raise damage from None  # the first reason says what is wrong with the file
+    of = f" of {promised}" if promised and promised > n else ""
+    return ClipInput(views, n, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})")
+
+
+def failure_reason(path: str, exc: BaseException) -> str:
+    if isinstance(exc, VideoDecodeError):
+        if exc.reason == "file not found" and os.path.islink(path):
+            return "broken symlink (its target is missing, or links loop)"
+        return exc.reason
+    return " ".join(describe(exc).split())
+
+
+class PredictDataset(Dataset):
+    """``paths[i]`` -> ``("ok", i, ClipInput)`` or ``("error", i, reason)``: it never raises for a bad file."""
+
+    def __init__(self, paths: Sequence[str], settings: ClipSettings):
+        self.paths = list(paths)
+        self.settings = settings
+        self.transform = build_transform(settings.transform, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            return "ok", index, load_clip(path, self.settings, self.transform)
+        except Exception as exc:  # whatever breaks on one file (decoder, permissions, memory) must not stop the rest
+            return "error", index, failure_reason(path, exc)
+
+
+@dataclass
+class Batch:
+    videos: torch.Tensor | None  # [B, V, 3, T, S, S] of the clips that decoded, or None when none did
+    ok: list[tuple[int, int, str]]  # (index, num_frames, warning), in the order of ``videos``
+    errors: list[tuple[int, str]]  # (index, reason)
+
+    def pin_memory(self) -> Batch:  # DataLoader(pin_memory=True) calls this on custom batch types
+        if self.videos is not None:
+            self.videos = self.videos.pin_memory()
+        return self
+
+
+def collate_items(items) -> Batch:
+    good = [item for item in items if item[0] == "ok"]
+    videos = torch.stack([item[2].views for item in good]) if good else None
+    return Batch(videos, [(i, clip.num_frames, clip.warning) for _, i, clip in good],
+                 [(i, reason) for status, i, reason in items if status == "error"])
+
+
+@dataclass
+class Classifier:
+    model: torch.nn.Module
+    class_names: list[str]
+    settings: ClipSettings
+    device: torch.device
+    amp: bool = False
+
+    @torch.no_grad()
+    def probabilities(self, videos: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, C]`` of ``[B, V, 3, T, S, S]`` clips, averaged over the V views."""
+        batch, views = videos.shape[:2]
+        with autocast(self.device, self.amp):
+            logits = self.model(videos.flatten(0, 1).to(self.device, non_blocking=True))
+        return logits.float().softmax(-1).view(batch, views, -1).mean(1).cpu()
+
+    def classify(self, path: str) -> ClipResult:
+        """One clip in this process; a window mode or a notebook needs no DataLoader."""
+        item = PredictDataset([path], self.settings)[0]
+        return results_of(self, [path], collate_items([item]))[0]
+
+
+def check_decoder(backend: str) -> str:
+    """Fail once, up front, on a bad or missing backend rather than once per clip inside the workers."""
+    loaders = {"decord": load_decord, "torchcodec": load_torchcodec}
+    if check_backend(backend) in loaders:
+        loaders[backend]()  # raises DecoderUnavailableError saying what to install
+    return backend
+
+
+def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, num_views: int | None = None,
+                    backend: str | None = None, max_short_side: int | str | None = "auto") -> Classifier:
+    """The checkpoint's model with its own classes, sampling and transforms.
+
+    ``num_views`` and ``backend`` override the checkpoint's (None keeps them). ``max_short_side="auto"``
+    decodes big clips straight to twice the transform's resize target, leaving the final antialiased resize
+    to the same transform training used; clips already that small are decoded as they are.
+    """
+    from behavior.evaluate import load_model  # the entry point owns it; imported here to keep hydra out of engine
+
+    model, state = load_model(checkpoint, device)
+    missing = [key for key in ("sampling", "transform") if not isinstance(state.get(key), dict)]
+    if missing:
+        raise CheckpointError(f"checkpoint {checkpoint}: holds no {' or '.join(missing)} settings "
+                              f"(written by an older version?); re-save it with behavior.train")
+    sampling = dict(state["sampling"])
+    if num_views is not None:
+        sampling["num_views"] = num_views
+    transform = transform_config(state["transform"])
+    if max_short_side == "auto":
+        max_short_side = 2 * transform.size
+    elif max_short_side is not None and (not isinstance(max_short_side, int) or isinstance(max_short_side, bool)
+                                         or max_short_side < 1):
+        raise ConfigError(f"decode.max_short_side={max_short_side!r}: use auto, null or a number of pixels >= 1")
+    backend = check_decoder(backend or (state.get("decode") or {}).get("backend") or "pyav")
+    settings = ClipSettings(sampling_config(sampling), transform, backend, max_short_side)
+    return Classifier(model, list(state["class_names"]), settings, device, amp and device.type == "cuda")
+
+
+def _one_thread(_: int) -> None:
+    # Each worker decodes one clip at a time; torch threads in workers would only fight the model for cores.
+    torch.set_num_threads(1)
+
+
+def results_of(classifier: Classifier, paths: Sequence[str], batch: Batch) -> list[ClipResult]:
+    results = {i: ClipResult(paths[i], error=reason) for i, reason in batch.errors}
+    if batch.videos is not None:
+        probs = classifier.probabilities(batch.videos).numpy()
+        for (i, frames, warning), p in zip(batch.ok, probs, strict=True):
+            results[i] = ClipResult(paths[i], p, frames, warning)
+    return [results[i] for i in sorted(results)]
+
+
+def _stream(classifier: Classifier, paths: list[str], batch_size: int, num_workers: int) -> Iterator[list[ClipResult]]:
+    loader = DataLoader(PredictDataset(paths, classifier.settings), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=collate_items,
+                        pin_memory=classifier.device.type == "cuda",
+                        worker_init_fn=_one_thread if num_workers > 0 else None)
+    for batch in loader:
+        yield results_of(classifier, paths, batch)
+
+
+def _worker_died(err: RuntimeError) -> bool:
+    return "DataLoader worker" in str(err)
+
+
+def classify_paths(classifier: Classifier, paths: Sequence[str], batch_size: int = 16,
+                   num_workers: int = 2) -> Iterator[list[ClipResult]]:
+    """Classify ``paths`` in order, yielding each batch's results (clips that failed included) as it is done.
+
+    With workers, even a decoder that crashes its process (rather than raising) costs one error row: the clips
+    that were in flight are redone one per fresh worker, so only the culprit is lost.
+    """
+    paths, done = list(paths), 0
+    while done < len(paths):
+        try:
+            for results in _stream(classifier, paths[done:], batch_size, num_workers):
+                done += len(results)
+                yield results
+            return
+        except RuntimeError as err:
+            if num_workers == 0 or not _worker_died(err):
+                raise
+        for path in paths[done: done + batch_size * num_workers * 2]:  # at most this many were in flight
+            try:
+                results = [r for batch in _stream(classifier, [path], 1, 1) for r in batch]
+            except RuntimeError as err:
+                if not _worker_died(err):
+                    raise
+                results = [ClipResult(path, error=f"decoder crashed ({' '.join(str(err).split())})")]
+            done += 1
+            yield results
+
+
+def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely classes, best first (ties keep class order)."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(class_names[i], float(probs[i])) for i in order]

@@ -1,0 +1,306 @@
+"""``python -m behavior.predict checkpoint=PATH input=DIR_OR_FILE output=FILE``: classify every clip under a folder.
+
+One row per clip, in CSV (or JSON lines when ``output`` ends in ``.jsonl``), appended and flushed as each clip is
+done and fsynced after every batch, so a crash or kill loses nothing already classified. Running the same command
+again skips the clips already in ``output`` (matched by absolute path, symlinks not resolved) and cuts off a row
+torn by a crash so that clip is done again. An existing ``output`` that is not a predictions file with the same
+columns is refused and left untouched. A clip that cannot be decoded gets an error row; the run goes on and exits 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from behavior.cli import one_line_errors, select_device
+from behavior.data.scan import find_videos
+from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
+from behavior.errors import ConfigError, DataError
+
+LEAD_COLUMNS = ("path", "status", "label", "score")
+TAIL_COLUMNS = ("num_frames", "warning", "error")
+ENCODING = ("utf-8", "surrogateescape")  # file names that are not UTF-8 round-trip byte for byte
+
+
+def printable(text: str) -> str:
+    # A file name that is not UTF-8 carries lone surrogates, which a strict UTF-8 stdout refuses to print.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def columns_for(k: int) -> list[str]:
+    return [*LEAD_COLUMNS, *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "score")), *TAIL_COLUMNS]
+
+
+def row_of(result: ClipResult, class_names: Sequence[str], k: int) -> dict:
+    """Output values of one clip; None marks a value an error row does not have."""
+    row = dict.fromkeys(columns_for(k))
+    row.update(path=result.path, status="ok" if result.ok else "error", warning=result.warning, error=result.error)
+    if result.ok:
+        best = top_k(result.probs, class_names, k)
+        row.update(label=best[0][0], score=round(best[0][1], 6), num_frames=result.num_frames)
+        for i, (label, score) in enumerate(best, start=1):
+            row[f"label_{i}"], row[f"score_{i}"] = label, round(score, 6)
+    return row
+
+
+def csv_line(values: Sequence) -> str:
+    # The csv module's default dialect quotes fields holding \r or \n, so every name survives a read back.
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+class PredictionsFile:
+    """The append-only predictions file, its already-done paths, and the lock that keeps it to one run."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.jsonl = path.suffix.lower() == ".jsonl"
+        self.done: set[str] = set()
+        self.torn = False
+        self._fh = None
+
+    def open(self) -> PredictionsFile:
+        if self.path.is_dir():
+            raise ConfigError(f"output={self.path} is a folder; give a file name ending in .csv or .jsonl")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._fh, created = open(self.path, "xb"), True
+            except FileExistsError:
+                self._fh, created = open(self.path, "r+b"), False
+        except OSError as err:
+            raise ConfigError(f"output={self.path}: cannot write it ({err.strerror or err})") from None
+        try:
+            self._lock()
+            data = b"" if created else self._fh.read()
+            keep = self._recognise(data)
+            if keep < len(data):  # a row torn by a crash: only bytes this command wrote are cut
+                self._fh.truncate(keep)
+                self.torn = True
+            self._fh.seek(keep)
+            if not self.jsonl and keep < len(self._header()):
+                self._write(self._header()[keep:])  # new file, or a header a kill tore: finish it, remove nothing
+            self.sync()
+        except BaseException:
+            self._fh.close()
+            raise
+        return self
+
+    def _header(self) -> bytes:
+        return csv_line(self.columns).encode(*ENCODING)
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one run per output is then up to the user
+            return
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"output {self.path} is being written by another predict run; wait for it to end "
+                            f"or give another output") from None
+
+    def _refuse(self, first_line: str, where: str = "") -> DataError:
+        ours = first_line.startswith(",".join(LEAD_COLUMNS)) or first_line.startswith('{"path": ')
+        if ours and not where:
+            why = (f"holds predictions with other columns (written with another top_k or checkpoint?); "
+                   f"expected {', '.join(self.columns)}")
+        elif ours:
+            why = f"{where} is not as behavior.predict writes it (edited?)"
+        else:
+            why = "exists and is not a predictions file of behavior.predict"
+        return DataError(f"output {self.path} {why}; it is left untouched: give another output")
+
+    def _recognise(self, data: bytes) -> int:
+        """Fill ``done`` from our rows and return how many bytes to keep; refuse a file that is not ours."""
+        text = data.decode(*ENCODING)
+        return self._recognise_jsonl(text) if self.jsonl else self._recognise_csv(text)
+
+    def _recognise_csv(self, text: str) -> int:
+        header = csv_line(self.columns)
+        if header.startswith(text):
+            return len(text.encode(*ENCODING))
+        if not text.startswith(header):
+            raise self._refuse(text.split("\n", 1)[0])
+        offset = len(header)
+        try:  # walk rows while each one is exactly what csv_line writes for it
+            for row in csv.reader(io.StringIO(text[offset:], newline="")):
+                line = csv_line(row)
+                if len(row) != len(self.columns) or row[1] not in ("ok", "error") or not text.startswith(line, offset):
+                    break
+                self.done.add(row[0])
+                offset += len(line)
+        except csv.Error:
+            pass
+        tail = text[offset:]
+        if tail and _csv_records(tail) > 1:  # more than one torn row is not a crash: someone edited the file
+            raise self._refuse(header, f"row {len(self.done) + 2}")
+        return len(text[:offset].encode(*ENCODING))
+
+    def _recognise_jsonl(self, text: str) -> int:
+        lines, offset = text.split("\n"), 0
+        for number, line in enumerate(lines[:-1], start=1):
+            record = _json_object(line)
+            if record is None or list(record) != self.columns or record["status"] not in ("ok", "error"):
+                raise self._refuse(line, f"line {number}" if number > 1 else "")
+            self.done.add(record["path"])
+            offset += len(line) + 1
+        tail = lines[-1]
+        if tail and offset == 0 and not tail.startswith('{"path": '):
+            raise self._refuse(tail)  # one line, no newline, and not the start of our row: not ours
+        return len(text[:offset].encode(*ENCODING))
+
+    def _write(self, data: bytes) -> None:
+        self._fh.write(data)
+        self._fh.flush()  # in the OS now: a killed process loses nothing written so far
+
+    def write(self, row: dict) -> None:
+        if self.jsonl:
+            self._write((json.dumps(row, ensure_ascii=False) + "\n").encode(*ENCODING))
+        else:
+            self._write(csv_line([row[c] for c in self.columns]).encode(*ENCODING))
+
+    def sync(self) -> None:
+        os.fsync(self._fh.fileno())  # on disk: a power cut loses at most the batch being written
+
+    def close(self) -> None:
+        if self._fh is not None and not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+def _csv_records(text: str) -> int:
+    count = 0
+    try:
+        for _ in csv.reader(io.StringIO(text, newline="")):
+            count += 1
+    except csv.Error:
+        pass
+    return count
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def find_inputs(target: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Absolute paths of the clips to classify: ``target`` itself, or every video file below it."""
+    if target.is_file():
+        return [os.path.abspath(target)]  # named explicitly: taken whatever its extension
+    if not target.is_dir():
+        raise DataError(f"input: not found: {target}" if not os.path.lexists(target)
+                        else f"input: {target} is neither a file nor a folder (or is a broken symlink)")
+    errors: list[OSError] = []
+    paths = [os.path.abspath(p) for p in find_videos(target, extensions, errors)]
+    for err in errors:
+        if os.path.abspath(err.filename or "") == os.path.abspath(target):
+            raise DataError(f"input: cannot read folder {target} ({err.strerror})")
+        print(printable(f"warning: cannot read folder {err.filename} ({err.strerror}); its clips are left out"),
+              file=sys.stderr)
+    return paths
+
+
+def _int(cfg: DictConfig, key: str, low: int, none_ok: bool = False) -> int | None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key}={value!r}: use an integer >= {low}" + (" or null" if none_ok else ""))
+    return value
+
+
+def check_config(cfg: DictConfig) -> tuple[str, ...]:
+    """Stop on a bad value before the checkpoint is loaded; returns the (lower-case) extensions."""
+    for key, hint in (("checkpoint", "the checkpoint to use (checkpoint=PATH/best.pt)"),
+                      ("input", "a clip or a folder of clips (input=DIR)"),
+                      ("output", "the predictions file to write (output=predictions.csv or .jsonl)")):
+        if cfg.get(key) in (None, ""):
+            raise ConfigError(f"{key}: give {hint}")
+    if Path(str(cfg.output)).suffix.lower() not in (".csv", ".jsonl"):
+        raise ConfigError(f"output={cfg.output}: name a .csv or .jsonl file")
+    for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
+        _int(cfg, key, low)
+    _int(cfg, "num_views", 1, none_ok=True)
+    extensions = cfg.extensions
+    if (not OmegaConf.is_list(extensions) or not extensions
+            or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
+        raise ConfigError(f"extensions={extensions}: give a non-empty list of file extensions such as [.mp4,.avi]")
+    return tuple(e.lower() for e in extensions)
+
+
+def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, failures: list[ClipResult]) -> str:
+    done = counts["ok"] + counts["error"]
+    lines = [f"predict: {counts['ok']} clip(s) ok ({counts['partial']} partly decoded), {counts['error']} failed, "
+             f"{skipped} already in {output.name} and skipped",
+             f"{done} clip(s) in {seconds:.1f}s ({done / max(seconds, 1e-9):.1f} clips/s); predictions in {output}"]
+    for result in failures[:5]:
+        lines.append(f"  failed: {result.path}: {result.error}")
+    if len(failures) > 5:
+        lines.append(f"  ... and {len(failures) - 5} more (status=error in {output.name})")
+    return printable("\n".join(lines))
+
+
+def run(cfg: DictConfig) -> dict[str, int]:
+    extensions = check_config(cfg)
+    paths = find_inputs(Path(str(cfg.input)), extensions)
+    device = select_device(cfg.device)
+    classifier = load_classifier(str(cfg.checkpoint), device, bool(cfg.amp), cfg.num_views, cfg.decode.backend,
+                                 cfg.decode.max_short_side)
+    k = min(cfg.top_k, len(classifier.class_names))
+    output = Path(os.path.abspath(str(cfg.output)))
+    out = PredictionsFile(output, columns_for(k)).open()
+    counts = {"ok": 0, "error": 0, "partial": 0}
+    failures: list[ClipResult] = []
+    todo = [p for p in paths if p not in out.done]
+    if not paths:
+        print(printable(f"no video files ({', '.join(extensions)}) under {cfg.input}; nothing to classify"))
+    else:
+        torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
+        print(printable(f"{len(paths)} clip(s) under {cfg.input}: {len(paths) - len(todo)} already in "
+                        f"{output.name}, {len(todo)} to classify{torn}"))
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(todo), desc="predict", unit="clip", disable=not cfg.progress, dynamic_ncols=True) as bar:
+            for results in classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers):
+                for result in results:
+                    out.write(row_of(result, classifier.class_names, k))
+                    counts["ok" if result.ok else "error"] += 1
+                    counts["partial"] += bool(result.ok and result.warning)
+                    if not result.ok:
+                        failures.append(result)
+                out.sync()
+                bar.update(len(results))
+                bar.set_postfix(failed=counts["error"])
+    except KeyboardInterrupt:
+        print(printable(f"interrupted: {counts['ok'] + counts['error']} row(s) written to {output}; run the same "
+                        f"command again to classify the rest"), file=sys.stderr)
+        sys.exit(130)
+    finally:
+        out.close()
+    print(summary(counts, len(paths) - len(todo), time.perf_counter() - start, output, failures))
+    return counts
+
+
+@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""behavior.predict: one row per file whatever the file, crash-safe appends and resume, refusals that touch nothing."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from behavior.data.scan import VIDEO_EXTENSIONS
+from behavior.engine.checkpoint import save_checkpoint
+from behavior.engine.inference import PredictDataset, load_classifier
+from behavior.errors import DataError
+from behavior.models import build_model
+from behavior.predict import PredictionsFile, columns_for, csv_line, run
+from behavior.video import open_leading_frames, open_video
+from behavior.video.writer import write_video
+from tests.conftest import REPO, moving_square_clip
+
+CLASSES = ["left", "right", "up"]
+
+
+def predict_proc(*overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "behavior.predict", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def predict_cfg(**values):
+    """The command's config as Hydra builds it, for calling ``run`` in this process."""
+    cfg = OmegaConf.load(REPO / "conf" / "predict.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    return OmegaConf.merge(cfg, {"progress": False, "num_workers": 0, **values})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny model saved the way behavior.train saves one: predict only needs it to run."""
+    model_config = {"name": "behaviornet", "widths": [8, 16]}
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
+                           "model_config": model_config, "class_names": CLASSES, "epoch": 1,
+                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
+                           "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"}})
+    return path
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """The same stream with its index written first: cut short, it still opens and its first frames decode."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A folder of good, damaged, odd and fake clips; file name -> expected status and start of the message."""
+    root = tmp_path_factory.mktemp("mixed")
+    clips = root / "clips"
+    expected = {}
+    for i, name in enumerate(["a.mp4", "b.avi", "sub/deeper/c.mkv", "odd näme ü.mp4"]):
+        write_video(clips / name, moving_square_clip(i, seed=i), fps=12)
+        expected[name] = "ok:"
+    long = write_video(root / "long.mp4", moving_square_clip(0, seed=9, num_frames=48), fps=12)
+    data = long.read_bytes()
+    (clips / "cut.mp4").write_bytes(data[: len(data) // 2])  # moov is written last: its index is gone
+    expected["cut.mp4"] = "error:truncated"
+    head_first = faststart_copy(long, root / "head_first.mp4").read_bytes()
+    (clips / "partly.mp4").write_bytes(head_first[: len(head_first) // 2])
+    expected["partly.mp4"] = "ok:partly decoded: classified from the first"
+    garbled = bytearray(data)  # same size, but the data of later frames overwritten with junk
+    start, stop = len(data) // 2, len(data) * 4 // 5
+    garbled[start:stop] = np.random.default_rng(0).integers(0, 256, stop - start, dtype=np.uint8).tobytes()
+    (clips / "garbled.mp4").write_bytes(bytes(garbled))
+    expected["garbled.mp4"] = "ok:partly decoded: classified from the first"
+    (clips / "empty.mp4").write_bytes(b"")
+    expected["empty.mp4"] = "error:empty file"
+    (clips / "notes.mp4").write_text("not a video at all\n")
+    expected["notes.mp4"] = "error:not a video"
+    os.symlink("self.mp4", clips / "self.mp4")  # a symlink loop on a file...
+    expected["self.mp4"] = "error:broken symlink"
+    os.symlink("..", clips / "sub" / "up")  # ...and on a folder: scanned once
+    (clips / "readme.txt").write_text("not scanned")
+    if os.geteuid() != 0:  # root reads chmod 000 files; test_unreadable_file_is_an_error_row simulates it
+        locked = write_video(clips / "locked.mp4", moving_square_clip(0, seed=7), fps=12)
+        locked.chmod(0)
+        expected["locked.mp4"] = "error:permission denied"
+    return clips, expected
+
+
+def test_mixed_folder_one_row_per_file_and_rerun_adds_nothing(checkpoint, mixed, tmp_path):
+    clips, expected = mixed
+    out = tmp_path / "preds.csv"
+    args = [f"checkpoint={checkpoint}", f"input={clips}", f"output={out}", "num_workers=2", "batch_size=4",
+            "progress=false"]
+    proc = predict_proc(*args)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out)
+    assert collections.Counter(r["path"] for r in rows) == collections.Counter(
+        os.path.abspath(clips / name) for name in expected)
+    for row in rows:
+        status, message = expected[Path(row["path"]).relative_to(clips).as_posix()].split(":", 1)
+        assert row["status"] == status, row
+        if status == "ok":
+            assert row["label"] in CLASSES and row["label"] == row["label_1"] and 0 < float(row["score"]) <= 1
+            assert [row[f"label_{i}"] for i in (1, 2, 3)] != [""] * 3 and int(row["num_frames"]) > 0
+            assert (row["warning"].startswith(message) if message else row["warning"] == "") and not row["error"]
+        else:
+            assert row["error"].startswith(message) and not row["label"] and "\n" not in row["error"]
+    partly = next(r for r in rows if r["path"].endswith("partly.mp4"))
+    assert int(partly["num_frames"]) < 48 and f"first {partly['num_frames']} of 48 frames" in partly["warning"]
+    n_failed = sum(v.startswith("error") for v in expected.values())
+    assert f"{len(expected) - n_failed} clip(s) ok (2 partly decoded), {n_failed} failed" in proc.stdout
+    assert "clips/s" in proc.stdout
+
+    before = out.read_bytes()
+    again = predict_proc(*args)
+    assert again.returncode == 0 and out.read_bytes() == before
+    assert f"{len(expected)} already in preds.csv" in again.stdout
+
+
+def test_killed_run_resumes_with_exactly_one_row_per_clip(checkpoint, tmp_path):
+    clip = write_video(tmp_path / "one.mp4", moving_square_clip(1, seed=3), fps=12).read_bytes()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    n = 300
+    for i in range(n):
+        (folder / f"clip {i:03d}.mp4").write_bytes(clip)
+    out = tmp_path / "preds.csv"
+    args = [sys.executable, "-m", "behavior.predict", f"checkpoint={checkpoint}", f"input={folder}",
+            f"output={out}", "progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "batch_size=1", "num_workers=0"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while not out.exists() or out.read_bytes().count(b"\n") < 6:  # header + 5 rows
+            assert proc.poll() is None and time.monotonic() < deadline, "predict ended before it could be killed"
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    written = len(read_rows(out))
+    assert 5 <= written < n - 1
+    with open(out, "ab") as f:  # what a crash in the middle of a write leaves: half a row
+        f.write(f"{folder / 'clip 299.mp4'},ok,le".encode())
+
+    resumed = subprocess.run([*args, "batch_size=8", "num_workers=1"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{written} already in preds.csv, {n - written} to classify" in resumed.stdout
+    counts = collections.Counter(r["path"] for r in read_rows(out))
+    assert set(counts) == {os.path.abspath(folder / f"clip {i:03d}.mp4") for i in range(n)}
+    assert set(counts.values()) == {1}
+    assert all(r["status"] == "ok" for r in read_rows(out))
+
+
+@pytest.mark.parametrize("missing", ["checkpoint", "input"])
+def test_missing_checkpoint_or_input_is_one_line_and_exit_2(checkpoint, mixed, tmp_path, missing):
+    paths = {"checkpoint": checkpoint, "input": mixed[0], missing: tmp_path / f"no_such_{missing}"}
+    out = tmp_path / "preds.csv"
+    proc = predict_proc(f"checkpoint={paths['checkpoint']}", f"input={paths['input']}", f"output={out}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"no_such_{missing}" in lines[0]
+    assert not out.exists()
+
+
+def test_foreign_output_is_refused_and_left_untouched(checkpoint, mixed, tmp_path):
+    foreign = tmp_path / "results.csv"
+    foreign.write_bytes(b"name,score\r\nmine,1\r\n")
+    proc = predict_proc(f"checkpoint={checkpoint}", f"input={mixed[0]}", f"output={foreign}")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(foreign) in proc.stderr
+    assert foreign.read_bytes() == b"name,score\r\nmine,1\r\n"
+
+
+def test_jsonl_output_caps_top_k_at_the_class_count(checkpoint, mixed, tmp_path, capsys):
+    clips, expected = mixed
+    out = tmp_path / "preds.jsonl"
+    counts = run(predict_cfg(checkpoint=str(checkpoint), input=str(clips), output=str(out), top_k=5))
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == len(expected) == counts["ok"] + counts["error"]
+    assert list(records[0]) == columns_for(len(CLASSES))
+    ok = [r for r in records if r["status"] == "ok"]
+    assert ok and all(isinstance(r["score"], float) and isinstance(r["num_frames"], int) for r in ok)
+    assert all(r["label"] is None and r["error"] for r in records if r["status"] == "error")
+    assert any(r["path"].endswith("odd näme ü.mp4") for r in ok)
+    assert "predict:" in capsys.readouterr().out
+
+
+def test_other_columns_and_edited_files_are_refused(checkpoint, mixed, tmp_path):
+    clips, _ = mixed
+    out = tmp_path / "preds.csv"
+    out.write_text(csv_line(columns_for(2)))
+    with pytest.raises(DataError, match="other columns"):
+        run(predict_cfg(checkpoint=str(checkpoint), input=str(clips), output=str(out)))
+    columns = columns_for(3)
+    row = [str(clips / "a.mp4"), "ok", *["x"] * (len(columns) - 2)]
+    edited = csv_line(columns) + csv_line(row) + "one,more\r\nrow,here\r\n"
+    out.write_bytes(edited.encode())
+    with pytest.raises(DataError, match="row 3 is not as behavior.predict writes it"):
+        PredictionsFile(out, columns).open()
+    assert out.read_bytes() == edited.encode()
+
+
+def test_torn_row_with_an_odd_name_is_cut_and_redone(tmp_path):
+    columns = columns_for(1)
+    odd = "/clips/new\nline, \"quoted\" \udcff.mp4"  # newline, comma, quotes, a byte that is not UTF-8
+    out = PredictionsFile(tmp_path / "p.csv", columns).open()
+    out.write(dict.fromkeys(columns, "") | {"path": odd, "status": "error", "error": "x"})
+    out.write(dict.fromkeys(columns, "") | {"path": "/clips/b.mp4", "status": "ok"})
+    out.close()
+    whole = (tmp_path / "p.csv").read_bytes()
+    (tmp_path / "p.csv").write_bytes(whole[:-5])  # the last row loses its end
+    again = PredictionsFile(tmp_path / "p.csv", columns).open()
+    again.close()
+    assert again.done == {odd} and again.torn
+    assert (tmp_path / "p.csv").read_bytes() == whole[: whole.index(b"/clips/b.mp4")]
+
+
+def test_empty_folder_gives_an_empty_predictions_file(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    counts = run(predict_cfg(checkpoint=str(checkpoint), input=str(tmp_path / "empty"),
+                             output=str(tmp_path / "p.csv")))
+    assert counts["ok"] == counts["error"] == 0
+    assert read_rows(tmp_path / "p.csv") == [] and "no video files" in capsys.readouterr().out
+
+
+def test_unreadable_file_is_an_error_row(checkpoint, mixed, monkeypatch):
+    clips, _ = mixed
+    target = str(clips / "a.mp4")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: os.fspath(p) != target and real_access(p, mode, **kw))
+    classifier = load_classifier(str(checkpoint), torch.device("cpu"))
+    assert PredictDataset([target], classifier.settings)[0] == ("error", 0, "permission denied")
+
+
+def test_downscale_on_decode_and_leading_frames(tmp_path):
+    frames = moving_square_clip(0, seed=1, num_frames=24, size=96)
+    path = write_video(tmp_path / "c.mp4", frames, fps=12)
+    with open_video(path, max_short_side=48) as small, open_video(path) as full:
+        assert small.frame_size == (48, 48) and tuple(small.get_frames([0, 23]).shape) == (2, 48, 48, 3)
+        shrunk = torch.nn.functional.interpolate(full.get_frames([5]).permute(0, 3, 1, 2).float(), size=(48, 48),
+                                                 mode="bilinear", antialias=True)
+        assert (small.get_frames([5]).permute(0, 3, 1, 2).float() - shrunk).abs().mean() < 6
+    with open_video(path, max_short_side=500) as same:
+        assert same.frame_size == (96, 96)
+    head_first = faststart_copy(path, tmp_path / "h.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(head_first[: len(head_first) * 2 // 3])
+    with open_leading_frames(tmp_path / "cut.mp4") as reader, open_video(path) as full:
+        n = len(reader)
+        assert 0 < n < 24 and reader.scan.promised == 24
+        assert torch.equal(reader.get_frames(range(n)), full.get_frames(range(n)))
+
+
+def test_config_extensions_match_the_scanner():
+    assert tuple(OmegaConf.load(REPO / "conf" / "predict.yaml").extensions) == VIDEO_EXTENSIONS
+
+
+def test_jsonl_torn_line_is_cut_and_foreign_jsonl_refused(tmp_path):
+    columns = columns_for(1)
+    out = PredictionsFile(tmp_path / "p.jsonl", columns).open()
+    for name in ("a", "b"):
+        out.write(dict.fromkeys(columns) | {"path": f"/clips/{name}.mp4", "status": "ok"})
+    out.close()
+    whole = (tmp_path / "p.jsonl").read_bytes()
+    (tmp_path / "p.jsonl").write_bytes(whole[:-7])
+    again = PredictionsFile(tmp_path / "p.jsonl", columns).open()
+    again.close()
+    assert again.done == {"/clips/a.mp4"} and (tmp_path / "p.jsonl").read_bytes() == whole[: whole.index(b"\n") + 1]
+    (tmp_path / "other.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(DataError, match="not a predictions file"):
+        PredictionsFile(tmp_path / "other.jsonl", columns).open()
+    assert (tmp_path / "other.jsonl").read_text() == '{"id": 1}\n'
+
+
+def test_a_crashing_decoder_costs_one_error_row(checkpoint, mixed, monkeypatch):
+    """A worker that dies (decord can crash instead of raising) must not take the other clips with it."""
+    import behavior.engine.inference as inference
+
+    clips, _ = mixed
+    parent, real_load = os.getpid(), inference.load_clip
+
+    def load_or_die(path, *args):
+        if path.endswith("b.avi") and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_load(path, *args)
+
+    monkeypatch.setattr(inference, "load_clip", load_or_die)
+    classifier = load_classifier(str(checkpoint), torch.device("cpu"))
+    paths = [str(clips / n) for n in ("a.mp4", "b.avi", "odd näme ü.mp4", "sub/deeper/c.mkv")]
+    results = [r for batch in inference.classify_paths(classifier, paths, batch_size=2, num_workers=1) for r in batch]
+    assert [r.path for r in results] == paths
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].error.startswith("decoder crashed")
