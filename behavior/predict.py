@@ -5,6 +5,8 @@ done and fsynced after every batch, so a crash or kill loses nothing already cla
 again skips the clips already in ``output`` (matched by absolute path, symlinks not resolved) and cuts off a row
 torn by a crash so that clip is done again. An existing ``output`` that is not a predictions file with the same
 columns is refused and left untouched. A clip that cannot be decoded gets an error row; the run goes on and exits 0.
+
+``predict.window=SECONDS`` classifies each video window by window and writes its timeline (behavior/timeline.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from behavior.cli import one_line_errors, select_device
 from behavior.data.scan import find_videos
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
+from behavior.timeline import COLUMNS as TIMELINE_COLUMNS
+from behavior.timeline import classify_timelines, timelines_folder, window_config
 
 LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
@@ -37,14 +41,16 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def columns_for(k: int) -> list[str]:
-    return [*LEAD_COLUMNS, *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "score")), *TAIL_COLUMNS]
+def columns_for(k: int, extra: Sequence[str] = ()) -> list[str]:
+    return [*LEAD_COLUMNS, *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "score")), *TAIL_COLUMNS,
+            *extra]
 
 
-def row_of(result: ClipResult, class_names: Sequence[str], k: int) -> dict:
+def row_of(result: ClipResult, class_names: Sequence[str], k: int, extra: Sequence[str] = ()) -> dict:
     """Output values of one clip; None marks a value an error row does not have."""
-    row = dict.fromkeys(columns_for(k))
+    row = dict.fromkeys(columns_for(k, extra))
     row.update(path=result.path, status="ok" if result.ok else "error", warning=result.warning, error=result.error)
+    row.update({key: result.extra.get(key) for key in extra})
     if result.ok:
         best = top_k(result.probs, class_names, k)
         row.update(label=best[0][0], score=round(best[0][1], 6), num_frames=result.num_frames)
@@ -114,7 +120,7 @@ class PredictionsFile:
     def _refuse(self, first_line: str, where: str = "") -> DataError:
         ours = first_line.startswith(",".join(LEAD_COLUMNS)) or first_line.startswith('{"path": ')
         if ours and not where:
-            why = (f"holds predictions with other columns (written with another top_k or checkpoint?); "
+            why = (f"holds predictions with other columns (written with another top_k, checkpoint or predict.window?); "
                    f"expected {', '.join(self.columns)}")
         elif ours:
             why = f"{where} is not as behavior.predict writes it (edited?)"
@@ -257,13 +263,15 @@ def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, 
 
 def run(cfg: DictConfig) -> dict[str, int]:
     extensions = check_config(cfg)
+    windows = window_config(cfg)
+    extra = TIMELINE_COLUMNS if windows else ()
     paths = find_inputs(Path(str(cfg.input)), extensions)
     device = select_device(cfg.device)
     classifier = load_classifier(str(cfg.checkpoint), device, bool(cfg.amp), cfg.num_views, cfg.decode.backend,
                                  cfg.decode.max_short_side)
     k = min(cfg.top_k, len(classifier.class_names))
     output = Path(os.path.abspath(str(cfg.output)))
-    out = PredictionsFile(output, columns_for(k)).open()
+    out = PredictionsFile(output, columns_for(k, extra)).open()
     counts = {"ok": 0, "error": 0, "partial": 0}
     failures: list[ClipResult] = []
     todo = [p for p in paths if p not in out.done]
@@ -276,9 +284,15 @@ def run(cfg: DictConfig) -> dict[str, int]:
     start = time.perf_counter()
     try:
         with tqdm(total=len(todo), desc="predict", unit="clip", disable=not cfg.progress, dynamic_ncols=True) as bar:
-            for results in classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers):
+            if windows:  # decoded in this process: one video's windows are batched, not whole videos
+                target = Path(os.path.abspath(str(cfg.input)))
+                stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,
+                                            target if target.is_dir() else target.parent, cfg.progress)
+            else:
+                stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers)
+            for results in stream:
                 for result in results:
-                    out.write(row_of(result, classifier.class_names, k))
+                    out.write(row_of(result, classifier.class_names, k, extra))
                     counts["ok" if result.ok else "error"] += 1
                     counts["partial"] += bool(result.ok and result.warning)
                     if not result.ok:
@@ -293,6 +307,8 @@ def run(cfg: DictConfig) -> dict[str, int]:
     finally:
         out.close()
     print(summary(counts, len(paths) - len(todo), time.perf_counter() - start, output, failures))
+    if windows:
+        print(printable(f"timelines (CSV and PNG per video) in {timelines_folder(output)}"))
     return counts
 
 

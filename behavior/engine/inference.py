@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ class ClipResult:
     num_frames: int = 0
     warning: str = ""
     error: str = ""
+    extra: dict = field(default_factory=dict)  # further output columns (window mode: its timeline)
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,169 @@
+"""Window mode of behavior.predict: a timeline per long video, merged segments, CSV and PNG, error rows, resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from behavior.engine.checkpoint import save_checkpoint
+from behavior.errors import ConfigError
+from behavior.models import register_model
+from behavior.predict import run
+from behavior.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
+from behavior.video.writer import write_video
+from tests.conftest import REPO
+
+CLASSES = ["red", "blue"]
+FPS, SWITCH, DURATION = 10, 12, 20
+
+
+class ColourNet(nn.Module):
+    """Logits = mean of one colour channel per class (red: R, blue: B), so a red clip is "red" without training."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.channels = [0, 2, 1][:num_classes]
+        self.scale = nn.Parameter(torch.ones(()))  # a parameter, so state_dict and optimizers have something
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, T, H, W]
+        return self.scale * x[:, self.channels].mean(dim=(2, 3, 4))
+
+
+@register_model("test_colour")
+def colour_net(num_classes: int) -> nn.Module:
+    return ColourNet(num_classes)
+
+
+def colour_clip(seconds: float, switch: float | None, seed: int = 0, size: int = 64) -> np.ndarray:
+    """Noisy red frames, turning blue at ``switch`` seconds (never when None)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * FPS)
+    frames = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
+    cut = n if switch is None else int(switch * FPS)
+    frames[:cut, ..., 0] += 180
+    frames[cut:, ..., 2] += 180
+    return frames
+
+
+def predict_cfg(**values):
+    cfg = OmegaConf.load(REPO / "conf" / "predict.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    return OmegaConf.merge(cfg, {"progress": False, "num_workers": 0, "batch_size": 4, **values})
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "colour.pt"
+    save_checkpoint(path, {"model_state": colour_net(len(CLASSES)).state_dict(),
+                           "model_config": {"name": "test_colour"}, "class_names": CLASSES, "epoch": 1,
+                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
+                           "transform": {"size": 32, "crop_size": 32}, "decode": {"backend": "pyav"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "long.mp4", colour_clip(DURATION, SWITCH), fps=FPS)
+    write_video(root / "sub" / "short.mp4", colour_clip(2, None, seed=1), fps=FPS)
+    (root / "broken.mp4").write_text("not a video at all\n")
+    return root
+
+
+def read_timeline(path: Path) -> list[dict]:
+    return [{**r, "start": float(r["start"]), "end": float(r["end"]), "score": float(r["score"])}
+            for r in read_rows(path)]
+
+
+def test_window_mode_finds_the_switch_and_writes_timelines(checkpoint, videos, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    cfg = predict_cfg(checkpoint=str(checkpoint), input=str(videos), output=str(out),
+                      predict={"window": 4, "stride": 2})
+    counts = run(cfg)
+    assert counts == {"ok": 2, "error": 1, "partial": 0}
+    rows = {Path(r["path"]).name: r for r in read_rows(out)}
+    assert list(read_rows(out)[0])[-2:] == ["segments", "timeline"]
+
+    long = rows["long.mp4"]
+    assert long["status"] == "ok" and long["label"] == "red" and long["segments"] == "2"
+    folder = tmp_path / "preds_timelines"
+    assert Path(long["timeline"]) == folder / "long.mp4.csv"
+    segments = read_timeline(folder / "long.mp4.csv")
+    assert [s["label"] for s in segments] == ["red", "blue"]
+    assert abs(segments[0]["end"] - SWITCH) <= 2 and segments[0]["end"] == segments[1]["start"]
+    assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(DURATION)
+    assert all(0.5 < s["score"] <= 1 for s in segments)
+    assert (folder / "long.mp4.png").stat().st_size > 1000
+
+    short = rows["short.mp4"]  # 2 s under a 4 s window: one window covering the whole clip
+    assert short["label"] == "red" and short["segments"] == "1"
+    only = read_timeline(folder / "sub" / "short.mp4.csv")
+    assert len(only) == 1 and only[0]["start"] == 0 and only[0]["end"] == pytest.approx(2)
+
+    broken = rows["broken.mp4"]
+    assert broken["status"] == "error" and broken["error"].startswith("not a video") and not broken["timeline"]
+    assert not (folder / "broken.mp4.csv").exists()
+    assert "timelines" in capsys.readouterr().out
+
+    before = out.read_bytes()  # a re-run skips every video that has a row, and so a timeline
+    assert run(cfg) == {"ok": 0, "error": 0, "partial": 0} and out.read_bytes() == before
+
+
+def test_merge_gives_each_window_the_time_nearest_its_centre():
+    windows = [Segment(0, 4, "a", 0.9), Segment(2, 6, "a", 0.5), Segment(4, 8, "b", 0.8),
+               Segment(6, 10, "b", 0.6), Segment(8, 10, "a", 1.0)]
+    merged = merge_windows(windows)
+    assert [(s.start, s.end, s.label) for s in merged] == [(0, 5, "a"), (5, 8.5, "b"), (8.5, 10, "a")]
+    # window 1 owns [0, 3] and window 2 [3, 5]: the score is weighted by that time
+    assert merged[0].score == pytest.approx((0.9 * 3 + 0.5 * 2) / 5)
+    assert merged[1].score == pytest.approx((0.8 * 2 + 0.6 * 1.5) / 3.5)
+    assert merge_windows([]) == []
+
+
+def test_window_spans_cover_every_frame():
+    config = WindowConfig(4, 2)
+    assert window_spans(200, 10, config) == [(s, 40) for s in range(0, 161, 20)]
+    assert window_spans(205, 10, config)[-1] == (165, 40)  # the last window ends with the video
+    assert window_spans(15, 10, config) == [(0, 15)]
+
+
+@pytest.mark.parametrize(("values", "message"), [({"window": 0}, "predict.window"),
+                                                 ({"window": 2, "stride": 3}, "at most predict.window"),
+                                                 ({"stride": 1}, "only used with")])
+def test_bad_window_settings_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        window_config(predict_cfg(predict=values))
+
+
+def test_window_defaults():
+    assert window_config(predict_cfg()) is None
+    assert window_config(predict_cfg(predict={"window": 3})) == WindowConfig(3.0, 1.5)
+
+
+def test_a_cut_video_gets_the_timeline_of_what_decodes(checkpoint, tmp_path):
+    from tests.test_predict import faststart_copy
+
+    whole = write_video(tmp_path / "whole.mp4", colour_clip(DURATION, SWITCH, seed=2), fps=FPS)
+    head_first = faststart_copy(whole, tmp_path / "head_first.mp4").read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cut.mp4").write_bytes(head_first[: len(head_first) // 2])
+    out = tmp_path / "p.csv"
+    assert run(predict_cfg(checkpoint=str(checkpoint), input=str(tmp_path / "in" / "cut.mp4"), output=str(out),
+                           predict={"window": 4}))["partial"] == 1
+    row = read_rows(out)[0]
+    n = int(row["num_frames"])
+    assert row["status"] == "ok" and 0 < n < DURATION * FPS and row["warning"].startswith("partly decoded")
+    segments = read_timeline(Path(row["timeline"]))
+    assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(n / FPS)
