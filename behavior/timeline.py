@@ -31,9 +31,9 @@ from tqdm import tqdm
 from behavior.atomic import atomic_open
 from behavior.data.sampling import sample_views
 from behavior.data.transforms import build_transform
-from behavior.engine.inference import SALVAGEABLE, Classifier, ClipResult, _short_stream_warning, failure_reason
+from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
 from behavior.errors import ConfigError
-from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video
+from behavior.video import VideoDecodeError, VideoReader
 
 COLUMNS = ("segments", "timeline")  # extra columns of the main output in window mode
 TIMELINE_COLUMNS = ("start", "end", "label", "score")
@@ -167,25 +167,13 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
 def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batch_size: int,
                    progress: bool = False) -> Timeline:
     """The timeline of one video; a truncated or corrupt one is done over its leading frames that decode."""
-    settings, name = classifier.settings, os.path.basename(path)
-    try:
-        with open_video(path, settings.backend, settings.max_short_side) as reader:
-            timeline = classify_reader(classifier, reader, config, batch_size, progress, name)
-            timeline.warning = _short_stream_warning(reader)
-            return timeline
-    except VideoDecodeError as err:
-        if not err.reason.startswith(SALVAGEABLE):
-            raise
-        damage = err
-    try:
-        with open_leading_frames(path, settings.max_short_side) as reader:
-            timeline = classify_reader(classifier, reader, config, batch_size, progress, name)
-            promised = reader.scan.promised
-    except VideoDecodeError:
-        raise damage from None  # the first reason says what is wrong with the file
-    n = timeline.num_frames
-    of = f" of {promised}" if promised and promised > n else ""
-    timeline.warning = f"partly decoded: timeline of the first {n}{of} frames ({damage.reason})"
+    name = os.path.basename(path)
+
+    def classify(reader: VideoReader) -> Timeline:
+        return classify_reader(classifier, reader, config, batch_size, progress, name)
+
+    timeline, _, warning = read_salvaging(path, classifier.settings, classify)
+    timeline.warning = warning
     return timeline
 
 

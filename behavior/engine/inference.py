@@ -8,8 +8,9 @@ items apart from clips that decoded, so one bad file costs one error row and not
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, o
 from behavior.video.base import check_backend, describe
 from behavior.video.decord_reader import load_decord
 from behavior.video.torchcodec_reader import load_torchcodec
+
+T = TypeVar("T")
 
 # Reasons after which the leading frames of a clip may still decode. Empty files, non-videos, files without
 # a video stream or with a lost mp4 index have nothing to salvage.
@@ -83,28 +86,32 @@ def _short_stream_warning(reader: VideoReader) -> str:
     return ""
 
 
-def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
-    """Decode, sample and transform one clip; raises VideoDecodeError when nothing usable decodes.
+def read_salvaging(path: str, settings: ClipSettings, use: Callable[[VideoReader], T]) -> tuple[T, int, str]:
+    """``use(reader)`` on the clip, returning ``(result, frames read, warning)``.
 
-    A truncated or corrupt clip is classified from its leading frames that decode (read with PyAV whatever
-    the backend), and says so in ``warning``.
+    A truncated or corrupt clip is read again over its leading frames that decode (with PyAV whatever the
+    backend), and the warning says so; a clip with nothing usable raises its first VideoDecodeError.
     """
     try:
         with open_video(path, settings.backend, settings.max_short_side) as reader:
-            return ClipInput(views_of(reader, settings.sampling, transform), len(reader),
-                             _short_stream_warning(reader))
+            return use(reader), len(reader), _short_stream_warning(reader)
     except VideoDecodeError as err:
         if not err.reason.startswith(SALVAGEABLE):
             raise
         damage = err
     try:
         with open_leading_frames(path, settings.max_short_side) as reader:
-            views = views_of(reader, settings.sampling, transform)
-            n, promised = len(reader), reader.scan.promised
+            result, n, promised = use(reader), len(reader), reader.scan.promised
     except VideoDecodeError:
         raise damage from None  # the first reason says what is wrong with the file
     of = f" of {promised}" if promised and promised > n else ""
-    return ClipInput(views, n, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})")
+    return result, n, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})"
+
+
+def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
+    """Decode, sample and transform one clip; raises VideoDecodeError when nothing usable decodes."""
+    views, n, warning = read_salvaging(path, settings, lambda reader: views_of(reader, settings.sampling, transform))
+    return ClipInput(views, n, warning)
 
 
 def failure_reason(path: str, exc: BaseException) -> str:
