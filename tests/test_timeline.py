@@ -13,7 +13,7 @@ from torch import nn
 
 from behavior.engine.checkpoint import save_checkpoint
 from behavior.errors import ConfigError
-from behavior.models import register_model
+from behavior.models import register_model, registry
 from behavior.predict import run
 from behavior.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
 from behavior.video.writer import write_video
@@ -35,9 +35,18 @@ class ColourNet(nn.Module):
         return self.scale * x[:, self.channels].mean(dim=(2, 3, 4))
 
 
-@register_model("test_colour")
 def colour_net(num_classes: int) -> nn.Module:
     return ColourNet(num_classes)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def colour_model():
+    """Registered for this module only: other tests check that every registered model has a config file."""
+    saved = dict(registry._MODELS)
+    register_model("test_colour")(colour_net)
+    yield
+    registry._MODELS.clear()
+    registry._MODELS.update(saved)
 
 
 def colour_clip(seconds: float, switch: float | None, seed: int = 0, size: int = 64) -> np.ndarray:
