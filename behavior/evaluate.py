@@ -11,7 +11,8 @@ import torch
 from omegaconf import DictConfig
 
 from behavior.cli import hydra_run_dir, one_line_errors, select_device
-from behavior.data.prepare import make_loader, resolve_records
+from behavior.data.cache import ClipCache
+from behavior.data.prepare import clip_cache, make_loader, resolve_records
 from behavior.data.prescan import prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sampling_config
@@ -26,12 +27,12 @@ from behavior.report import format_per_class_table, per_class_rows, write_report
 def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[str], sampling: SamplingConfig,
                    transform: TransformConfig, backend: str, num_frames: Mapping[str, int] | None,
                    device: torch.device, amp: bool, loader_cfg: Mapping, out_dir: Path, split: str,
-                   extra: Mapping | None = None) -> dict:
+                   extra: Mapping | None = None, cache: ClipCache | None = None) -> dict:
     """Predict every clip, write the report files into ``out_dir`` and print the per-class table."""
     class_to_idx = {name: i for i, name in enumerate(class_names)}
     loader = make_loader(records, class_to_idx, sampling, build_transform(transform, train=False), False,
                          loader_cfg["eval_batch_size"], loader_cfg["num_workers"], backend, dict(num_frames or {}),
-                         seed=0, pin_memory=device.type == "cuda")
+                         seed=0, pin_memory=device.type == "cuda", cache=cache)
     indices, labels, probs = predict(model, loader, device, amp, desc=f"evaluate {split}",
                                      progress=loader_cfg.get("progress", True))
     paths = [records[i].path for i in indices]
@@ -82,11 +83,14 @@ def main(cfg: DictConfig) -> float:
     if not scan.good:
         raise DataError(f"no readable clips under {cfg.data.root or cfg.data.manifest}")
     amp = bool(cfg.amp) and device.type == "cuda"
+    transform = transform_config(state["transform"])
+    cache = clip_cache(cfg.data, backend, transform)
     metrics = evaluate_split(model, scan.good, class_names, sampling_config(sampling_dict),
-                             transform_config(state["transform"]), backend, scan.num_frames, device, amp,
+                             transform, backend, scan.num_frames, device, amp,
                              {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
                               "progress": cfg.progress}, run_dir, "evaluate",
-                             extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)})
+                             extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)},
+                             cache=cache)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics["top1"]
 

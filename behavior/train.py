@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from behavior.cli import hydra_run_dir, one_line_errors, select_device
-from behavior.data.prepare import make_loader, prepare_data
+from behavior.data.prepare import clip_cache, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
@@ -35,15 +35,18 @@ def main(cfg: DictConfig) -> float:
     trainer = cfg.trainer
     backend = check_backend(cfg.decode.backend)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
+    cache = clip_cache(cfg.data, backend, transform)
 
     data = prepare_data(cfg.data, backend, cfg.seed, run_dir, progress=trainer.progress)
     sizes = {name: len(recs) for name, recs in data.split.parts().items()}
     print(f"{len(data.class_names)} classes {data.class_names}; clips: {sizes}; run dir: {run_dir}")
+    if cache is not None:
+        print(cache.summary([r.path for recs in data.split.parts().values() for r in recs], data.num_frames))
 
     def loader(name: str, train: bool):
         return make_loader(data.split.parts()[name], data.class_to_idx, sampling, build_transform(transform, train),
                            train, trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
-                           backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda")
+                           backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda", cache=cache)
 
     train_loader, val_loader = loader("train", True), loader("val", False)
     model = build_model(cfg.model, len(data.class_names)).to(device)
@@ -92,7 +95,7 @@ def main(cfg: DictConfig) -> float:
     model.load_state_dict(best["model_state"])
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
                              data.num_frames, device, amp, trainer, run_dir, split_name,
-                             extra={"best_epoch": best["epoch"], "epochs_run": state.epoch})
+                             extra={"best_epoch": best["epoch"], "epochs_run": state.epoch}, cache=cache)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics["top1"]
 

@@ -20,6 +20,9 @@ TINY = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "tr
 
 def run_module(module: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    if module == "behavior.train" and not any(o.startswith("data.cache=") for o in overrides):
+        # The default cache lives in the checkout; temp clips would pile up entries there run after run.
+        overrides = (*overrides, "data.cache=null")
     proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     if check and proc.returncode != 0:
@@ -40,8 +43,18 @@ def trained(tmp_path_factory):
     (root / "left" / "empty.mp4").write_bytes(b"")
     (root / "up" / "notes.mp4").write_text("not a video at all\n")
     run = tmp / "run"
-    proc = run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=2", *TINY)
+    proc = run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=2", *TINY,
+                      f"data.cache={tmp / 'cache'}")
     return root, run, proc
+
+
+def test_train_fills_the_clip_cache(trained):
+    root, run, proc = trained
+    cache = root.parent / "cache"
+    assert f"clip cache {cache}: 0 of 24 clips cached" in proc.stdout
+    # Every readable clip (train, val and the final test report) was stored once, with its sidecar.
+    assert len(list(cache.glob("*/*.npy"))) == len(list(cache.glob("*/*.json"))) == 24
+    assert not list(cache.glob("*/*.tmp"))
 
 
 def test_train_writes_every_report_file(trained):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from behavior.data.cache import ClipCache
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
 from behavior.video import open_video
@@ -18,11 +19,14 @@ class ClipDataset(Dataset):
 
     Randomness comes from (seed, epoch, index) alone, so a run is repeatable whatever the number of
     DataLoader workers; call :meth:`set_epoch` before each training epoch.
+
+    With a ``cache`` the frames come from the clip's cached pool (see ``behavior.data.cache``) and the
+    sampler runs over the pool; without one each item decodes only the frames it samples.
     """
 
     def __init__(self, records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig,
                  transform: Callable[[torch.Tensor], torch.Tensor], train: bool, backend: str = "pyav",
-                 num_frames: dict[str, int] | None = None, seed: int = 0):
+                 num_frames: dict[str, int] | None = None, seed: int = 0, cache: ClipCache | None = None):
         self.records = list(records)
         self.class_to_idx = class_to_idx
         self.sampling = sampling
@@ -31,6 +35,7 @@ class ClipDataset(Dataset):
         self.backend = backend
         self.num_frames = num_frames or {}
         self.seed = seed
+        self.cache = cache
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -45,18 +50,26 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int):
         record = self.records[index]
         item_seed = [self.seed, self.epoch, index]
-        with open_video(record.path, backend=self.backend) as reader:
-            total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
-            if self.train:
-                views = [sample_indices(total, self.sampling, train=True, rng=np.random.default_rng(item_seed))]
-            else:
-                views = sample_views(total, self.sampling)
-            # One decode pass for all views: frames shared between views are read once.
+        if self.cache is not None:
+            pool = self.cache.get(record.path, self.num_frames.get(record.path))
+            views = self._views(len(pool), item_seed)
             wanted = sorted({i for view in views for i in view})
-            frames = reader.get_frames(wanted)
+            frames = torch.from_numpy(np.ascontiguousarray(pool[wanted]))  # copies out of the memory map
+        else:
+            with open_video(record.path, backend=self.backend) as reader:
+                total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
+                views = self._views(total, item_seed)
+                # One decode pass for all views: frames shared between views are read once.
+                wanted = sorted({i for view in views for i in view})
+                frames = reader.get_frames(wanted)
         position = {frame_index: k for k, frame_index in enumerate(wanted)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence(item_seed).generate_state(1)[0]))
             clips = [self.transform(frames[[position[i] for i in view]]) for view in views]
         video = clips[0] if self.train else torch.stack(clips)
         return video, self.label_of(index), index
+
+    def _views(self, total: int, item_seed: list[int]) -> list[list[int]]:
+        if self.train:
+            return [sample_indices(total, self.sampling, train=True, rng=np.random.default_rng(item_seed))]
+        return sample_views(total, self.sampling)

@@ -10,12 +10,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
 from behavior.data.prescan import BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
 from behavior.data.splits import Split, check_split_config, split_records, write_split
+from behavior.data.transforms import TransformConfig
 from behavior.errors import ConfigError, DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +84,19 @@ def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | Non
     return PreparedData(class_names, split, num_frames, bad)
 
 
+def clip_cache(data_cfg: Mapping, backend: str, transform: TransformConfig) -> ClipCache | None:
+    """The decoded-clip cache named by ``data.cache`` (relative to the project folder), or None when null."""
+    root = data_cfg.get("cache")
+    if not root:
+        return None
+    max_frames = data_cfg.get("cache_max_frames", 64)
+    if not isinstance(max_frames, int) or isinstance(max_frames, bool) or max_frames < 1:
+        raise ConfigError(f"data.cache_max_frames must be an integer >= 1; got {max_frames!r}")
+    root = Path(str(root)).expanduser()
+    return ClipCache(root if root.is_absolute() else PROJECT_ROOT / root,
+                     CacheSettings(backend, transform.resize, transform.size, max_frames))
+
+
 def _worker_init(_: int) -> None:
     # Each loader worker decodes one clip at a time; letting it spawn torch threads only starves training.
     torch.set_num_threads(1)
@@ -89,8 +104,8 @@ def _worker_init(_: int) -> None:
 
 def make_loader(records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig, transform,
                 train: bool, batch_size: int, num_workers: int, backend: str, num_frames: dict[str, int] | None,
-                seed: int, pin_memory: bool = False) -> DataLoader:
-    dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed)
+                seed: int, pin_memory: bool = False, cache: ClipCache | None = None) -> DataLoader:
+    dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed, cache)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                       drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,

@@ -139,11 +139,22 @@ def letterbox_fill(cfg: TransformConfig) -> list[int]:
     return [round(m * 255) for m in cfg.mean]
 
 
+def geometric_resize(resize: str, size: int) -> v2.Resize:
+    """The resize step alone (no padding): the decoded-clip cache stores frames after exactly this step.
+
+    Applying it again to its own output is a no-op (torchvision returns the input when the size already
+    matches), so cached frames go through the full transform unchanged.
+    """
+    if resize == "short_side":
+        return v2.Resize(size, antialias=True)
+    # max_size with size=None scales so the longer side equals `size` (up- or down-sampling).
+    return v2.Resize(None, max_size=size, antialias=True)
+
+
 def _resize(cfg: TransformConfig) -> list[nn.Module]:
     if cfg.resize == "short_side":
-        return [v2.Resize(cfg.size, antialias=True)]
-    # max_size with size=None scales so the longer side equals `size` (up- or down-sampling).
-    return [v2.Resize(None, max_size=cfg.size, antialias=True), PadToSquare(letterbox_fill(cfg))]
+        return [geometric_resize(cfg.resize, cfg.size)]
+    return [geometric_resize(cfg.resize, cfg.size), PadToSquare(letterbox_fill(cfg))]
 
 
 def _train_crop(cfg: TransformConfig) -> nn.Module:
