@@ -23,11 +23,16 @@ from behavior.report import write_history
 from behavior.video.base import check_backend
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-@one_line_errors
-def main(cfg: DictConfig) -> float:
+def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> dict:
+    """Train ``cfg.model`` on ``cfg.data`` into ``run_dir`` and report on test (or val).
+
+    Returns ``{"metrics", "parameters", "class_names", "history", "eval_seconds", "eval_clips", "wall_seconds"}``;
+    ``metrics`` is empty when there is no split to report on. ``split_seed`` (default ``cfg.seed``) draws the
+    train/val/test split, so runs with different seeds can share one split.
+    """
     start = time.perf_counter()
-    run_dir = hydra_run_dir()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = select_device(cfg.trainer.device)
     sampling = sampling_config(cfg.sampling)
@@ -37,7 +42,8 @@ def main(cfg: DictConfig) -> float:
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)
 
-    data = prepare_data(cfg.data, backend, cfg.seed, run_dir, progress=trainer.progress)
+    split_seed = cfg.seed if split_seed is None else split_seed
+    data = prepare_data(cfg.data, backend, split_seed, run_dir, progress=trainer.progress)
     sizes = {name: len(recs) for name, recs in data.split.parts().items()}
     print(f"{len(data.class_names)} classes {data.class_names}; clips: {sizes}; run dir: {run_dir}")
     if cache is not None:
@@ -86,18 +92,31 @@ def main(cfg: DictConfig) -> float:
                 state, scaler, on_epoch=on_epoch)
 
     # The final report is on the best checkpoint, on test (or validation when there is no test split).
+    result = {"metrics": {}, "parameters": params, "class_names": list(data.class_names),
+              "history": list(state.history), "eval_seconds": 0.0, "eval_clips": 0, "wall_seconds": 0.0}
     split_name = "test" if data.split.test else "val"
     if not data.split.parts()[split_name]:
         print(f"no validation or test clips (data.val_fraction = data.test_fraction = 0): checkpoints in {run_dir}, "
               "no report")
-        return float("nan")
+        result["wall_seconds"] = time.perf_counter() - start
+        return result
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["model_state"])
+    eval_start = time.perf_counter()
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
                              data.num_frames, device, amp, trainer, run_dir, split_name,
                              extra={"best_epoch": best["epoch"], "epochs_run": state.epoch}, cache=cache)
-    print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
-    return metrics["top1"]
+    result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
+                  eval_clips=len(data.split.parts()[split_name]), wall_seconds=time.perf_counter() - start)
+    print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")
+    return result
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> float:
+    result = train_run(cfg, hydra_run_dir())
+    return result["metrics"].get("top1", float("nan"))
 
 
 if __name__ == "__main__":

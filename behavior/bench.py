@@ -1,0 +1,183 @@
+"""``python -m behavior.bench``: train and evaluate several models over several seeds on one split, and tabulate.
+
+Each model x seed run lives in ``<bench dir>/runs/<model>_seed<k>/`` (a full train report). A run whose folder
+already holds ``metrics.json`` and ``bench_run.json`` is not run again, so an interrupted bench resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from behavior.cli import hydra_run_dir, one_line_errors
+from behavior.errors import ConfigError
+from behavior.models import build_model
+from behavior.train import train_run
+
+MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+METRICS = ("top1", "mean_class_accuracy", "macro_f1")
+COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
+           "gflops_per_clip", "train_clips_per_s", "inference_clips_per_s", "wall_s"]
+
+
+@dataclass
+class RunResult:
+    model: str
+    seed: int
+    metrics: dict
+    parameters: int
+    train_clips_per_s: float
+    inference_clips_per_s: float
+    wall_seconds: float
+
+
+def model_config(name: str, variants: Mapping) -> dict:
+    """The model config of a bench entry: a conf/model option, or a bench.variants entry over one."""
+    base, overrides = name, {}
+    if name in variants:
+        base = variants[name].get("base")
+        overrides = dict(variants[name].get("overrides") or {})
+    path = MODEL_CONF / f"{base}.yaml"
+    if not base or not path.is_file():
+        options = sorted(p.stem for p in MODEL_CONF.glob("*.yaml"))
+        raise ConfigError(f"bench.models: {name!r} is neither a model option {options} nor a bench.variants entry "
+                          f"with a valid base")
+    cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(path), overrides), resolve=True)
+    return cfg
+
+
+def gflops_per_clip(model_cfg: Mapping, num_classes: int, num_frames: int, crop: int) -> float:
+    """Forward FLOPs of one clip [1, 3, T, crop, crop], counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(model_cfg, num_classes).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, num_frames, crop, crop))
+    return counter.get_total_flops() / 1e9
+
+
+def run_config(cfg: DictConfig, model_cfg: Mapping, seed: int, run_dir: Path) -> DictConfig:
+    run_cfg = copy.deepcopy(cfg)
+    OmegaConf.set_struct(run_cfg, False)
+    run_cfg.model = OmegaConf.create(dict(model_cfg))
+    run_cfg.seed = seed
+    del run_cfg["bench"]
+    last = run_dir / "last.pt"
+    run_cfg.trainer.resume = str(last) if last.is_file() else None  # an interrupted run continues where it stopped
+    return run_cfg
+
+
+def load_done(run_dir: Path) -> dict | None:
+    """The saved bench record of a finished run, or None when the run has to be (re)done."""
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "bench_run.json").is_file():
+        return None
+    record = json.loads((run_dir / "bench_run.json").read_text())
+    record["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    return record
+
+
+def bench_record(result: Mapping) -> dict:
+    speeds = [row["train_clips_per_s"] for row in result["history"] if "train_clips_per_s" in row]
+    return {"parameters": result["parameters"], "num_classes": len(result["class_names"]),
+            "train_clips_per_s": statistics.fmean(speeds) if speeds else float("nan"),
+            "inference_clips_per_s": result["eval_clips"] / max(result["eval_seconds"], 1e-9),
+            "eval_clips": result["eval_clips"], "eval_seconds": result["eval_seconds"],
+            "wall_seconds": result["wall_seconds"]}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
+    row: dict = {"model": model, "seeds": len(runs)}
+    for key in METRICS:
+        row[f"{key}_mean"], row[f"{key}_std"] = mean_std([float(r.metrics[key]) for r in runs])
+    row["parameters"] = runs[0].parameters
+    row["gflops_per_clip"] = gflops
+    row["train_clips_per_s"] = statistics.fmean(r.train_clips_per_s for r in runs)
+    row["inference_clips_per_s"] = statistics.fmean(r.inference_clips_per_s for r in runs)
+    row["wall_s"] = sum(r.wall_seconds for r in runs)
+    return row
+
+
+def write_results(bench_dir: Path, rows: Sequence[Mapping]) -> None:
+    with open(bench_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    lines = ["| model | seeds | top-1 (%) | mean class acc. (%) | macro-F1 (%) | params (M) | GFLOPs/clip "
+             "| train clips/s | inference clips/s | wall time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{100 * r[f'{k}_mean']:.1f} ± {100 * r[f'{k}_std']:.1f}" for k in METRICS]
+        lines.append(f"| {r['model']} | {r['seeds']} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
+                     f"| {r['gflops_per_clip']:.3f} | {r['train_clips_per_s']:.1f} "
+                     f"| {r['inference_clips_per_s']:.1f} | {r['wall_s']:.0f} |")
+    (bench_dir / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
+    bench = cfg.bench
+    models, seeds = list(bench.models), [int(s) for s in bench.seeds]
+    if not models or not seeds:
+        raise ConfigError("bench.models and bench.seeds must each list at least one entry")
+    variants = OmegaConf.to_container(bench.get("variants") or {}, resolve=True)
+    model_cfgs = {name: model_config(name, variants) for name in models}
+    for model_cfg in model_cfgs.values():  # a bad option stops the bench before any training
+        build_model(model_cfg, 2)
+    split_seed = int(bench.get("split_seed", 0))
+    total, rows = len(models) * len(seeds), []
+    for m, name in enumerate(models):
+        runs, num_classes = [], 2
+        for s, seed in enumerate(seeds):
+            index = m * len(seeds) + s + 1
+            run_dir = bench_dir / "runs" / f"{name}_seed{seed}"
+            record = load_done(run_dir)
+            if record is not None:
+                print(f"[{index}/{total}] {name} seed {seed}: skipped, done already ({run_dir})", flush=True)
+            else:
+                print(f"[{index}/{total}] {name} seed {seed}: start -> {run_dir}", flush=True)
+                result = train_run(run_config(cfg, model_cfgs[name], seed, run_dir), run_dir, split_seed=split_seed)
+                if not result["metrics"]:
+                    raise ConfigError("bench: the runs need a test or validation split "
+                                      "(data.test_fraction or data.val_fraction > 0)")
+                record = bench_record(result)
+                (run_dir / "bench_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                record["metrics"] = result["metrics"]
+                print(f"[{index}/{total}] {name} seed {seed}: done, top-1 {record['metrics']['top1']:.3f} "
+                      f"in {record['wall_seconds']:.1f}s", flush=True)
+            num_classes = record["num_classes"]
+            runs.append(RunResult(name, seed, record["metrics"], record["parameters"], record["train_clips_per_s"],
+                                  record["inference_clips_per_s"], record["wall_seconds"]))
+        gflops = gflops_per_clip(model_cfgs[name], num_classes, int(cfg.sampling.num_frames),
+                                 int(cfg.transform.crop_size))
+        rows.append(summarize(name, runs, gflops))
+        write_results(bench_dir, rows)  # the tables grow model by model
+    return rows
+
+
+@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    bench_dir = hydra_run_dir()
+    rows = run_bench(cfg, bench_dir)
+    print((bench_dir / "results.md").read_text(encoding="utf-8"))
+    print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
+
+
+if __name__ == "__main__":
+    main()

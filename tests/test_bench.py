@@ -1,0 +1,49 @@
+"""``python -m behavior.bench`` end to end: two tiny BehaviorNet variants, one seed, and a resumed second call."""
+
+from __future__ import annotations
+
+from tests.conftest import make_clip_tree
+from tests.test_pipeline import TINY, read_csv, run_module
+
+# Model options come from bench.variants, not the global model group, so no model.* override here.
+SETTINGS = [o for o in TINY if not o.startswith("model.")] + [
+    "bench.models=[tiny,tiny_noattn]", "bench.seeds=[0]", "trainer.epochs=1", "data.cache=null",
+    "+bench.variants.tiny={base:behaviornet,overrides:{widths:[8,16]}}",
+    "+bench.variants.tiny_noattn={base:behaviornet,overrides:{widths:[8,16],attention:false}}"]
+
+
+def test_bench_writes_tables_and_resumes(tmp_path):
+    root = make_clip_tree(tmp_path / "clips", per_class=6)
+    bench = tmp_path / "bench"
+    proc = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", *SETTINGS)
+    assert proc.stdout.count(": start ->") == 2 and proc.stdout.count(": done, top-1") == 2
+    rows = read_csv(bench / "results.csv")
+    assert [r["model"] for r in rows] == ["tiny", "tiny_noattn"]
+    columns = ["model", "seeds", "top1_mean", "top1_std", "mean_class_accuracy_mean", "mean_class_accuracy_std",
+               "macro_f1_mean", "macro_f1_std", "parameters", "gflops_per_clip", "train_clips_per_s",
+               "inference_clips_per_s", "wall_s"]
+    assert list(rows[0]) == columns
+    for row in rows:
+        assert all(row[c] != "" for c in columns), row
+        assert row["seeds"] == "1" and 0.0 <= float(row["top1_mean"]) <= 1.0 and float(row["top1_std"]) == 0.0
+        assert int(row["parameters"]) > 0 and float(row["gflops_per_clip"]) > 0
+        assert float(row["train_clips_per_s"]) > 0 and float(row["inference_clips_per_s"]) > 0
+    # The attention ablation has fewer parameters than the same network with attention.
+    assert int(rows[1]["parameters"]) < int(rows[0]["parameters"])
+    md = (bench / "results.md").read_text()
+    assert "| tiny |" in md and "| tiny_noattn |" in md and "±" in md
+    # Both runs used one split.
+    splits = [(bench / "runs" / f"{m}_seed0" / "split.csv").read_text() for m in ("tiny", "tiny_noattn")]
+    assert splits[0] == splits[1]
+
+    metrics = [bench / "runs" / f"{m}_seed0" / "metrics.json" for m in ("tiny", "tiny_noattn")]
+    stamps = [p.stat().st_mtime_ns for p in metrics]
+    again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", *SETTINGS)
+    assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout
+    assert [p.stat().st_mtime_ns for p in metrics] == stamps
+    assert read_csv(bench / "results.csv") == rows
+
+
+def test_bench_rejects_an_unknown_model(tmp_path):
+    proc = run_module("behavior.bench", f"hydra.run.dir={tmp_path / 'bench'}", "bench.models=[nope]", check=False)
+    assert proc.returncode == 2 and "nope" in proc.stderr and "bench.variants" in proc.stderr
