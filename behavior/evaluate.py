@@ -17,10 +17,9 @@ from behavior.data.prescan import prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
-from behavior.engine.checkpoint import CheckpointError, load_checkpoint
+from behavior.engine.checkpoint import load_model
 from behavior.engine.loop import predict
 from behavior.errors import ConfigError, DataError
-from behavior.models import build_model
 from behavior.report import format_per_class_table, per_class_rows, write_report
 
 
@@ -41,18 +40,6 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     print(f"\nper-class results on the {split} split ({len(records)} clips):")
     print(format_per_class_table(rows, metrics))
     return metrics
-
-
-def load_model(path: str | Path, device: torch.device):
-    """Rebuild the network a checkpoint was trained with and load its weights."""
-    state = load_checkpoint(path)
-    model = build_model(state["model_config"], len(state["class_names"]))
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path}: weights do not match its model config "
-                              f"({str(err).splitlines()[0]})") from None
-    return model.to(device).eval(), state
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")

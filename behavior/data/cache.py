@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torchvision
 from torchvision import tv_tensors
 
+from behavior.atomic import atomic_open
 from behavior.data.transforms import geometric_resize
 from behavior.video import open_video
 
@@ -93,18 +93,6 @@ def load_entry(file: Path) -> np.ndarray | None:
     return frames
 
 
-def _write_atomic(file: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared between users of a machine
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ClipCache:
     """``get(path)`` returns a clip's pool from disk, decoding and storing it on the first request.
 
@@ -148,8 +136,10 @@ class ClipCache:
             file.parent.mkdir(parents=True, exist_ok=True)
             info = {**self.describe_key(path, total_hint), "shape": list(frames.shape)}
             # The sidecar goes first: an .npy never exists without the note saying where it came from.
-            _write_atomic(file.with_suffix(".json"), lambda fh: fh.write(json.dumps(info, indent=1).encode()))
-            _write_atomic(file, lambda fh: np.save(fh, frames, allow_pickle=False))
+            with atomic_open(file.with_suffix(".json"), "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(info, indent=1))
+            with atomic_open(file, "wb") as fh:
+                np.save(fh, frames, allow_pickle=False)
         except OSError as err:
             # Training must not die for a cache: stop writing in this process and say so once.
             self.writable = False

@@ -9,6 +9,7 @@ import torch
 
 from behavior.atomic import atomic_open
 from behavior.errors import BehaviorError
+from behavior.models import build_model
 
 
 class CheckpointError(BehaviorError):
@@ -38,3 +39,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path}: not a behavior checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
     return state
+
+
+def load_model(path: str | Path, device: torch.device):
+    """Rebuild the network a checkpoint was trained with and load its weights."""
+    state = load_checkpoint(path)
+    model = build_model(state["model_config"], len(state["class_names"]))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path}: weights do not match its model config "
+                              f"({str(err).splitlines()[0]})") from None
+    return model.to(device).eval(), state

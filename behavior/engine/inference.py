@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
-from behavior.engine.checkpoint import CheckpointError
+from behavior.engine.checkpoint import CheckpointError, load_model
 from behavior.engine.loop import autocast
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video
@@ -198,7 +198,6 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     decodes big clips straight to twice the transform's resize target, leaving the final antialiased resize
     to the same transform training used; clips already that small are decoded as they are.
     """
-    from behavior.evaluate import load_model  # the entry point owns it; imported here to keep hydra out of engine
 
     model, state = load_model(checkpoint, device)
     missing = [key for key in ("sampling", "transform") if not isinstance(state.get(key), dict)]

@@ -211,7 +211,7 @@ def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: S
     run's predictions, one per true class in turn. A model without SpatialAttention modules gives
     overlays with no maps (the figure says so) rather than an error.
     """
-    from behavior.evaluate import load_model  # imports Hydra and every model: only when needed
+    from behavior.engine.checkpoint import load_model  # imports every model: only when needed
 
     run = run if isinstance(run, RunResults) else load_run(run)
     weights = run.run_dir / checkpoint
