@@ -18,6 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
 from behavior.cli import hydra_run_dir, one_line_errors
 from behavior.errors import ConfigError
 from behavior.models import build_model
@@ -113,7 +114,7 @@ def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
     return row
 
 
-def write_results(bench_dir: Path, rows: Sequence[Mapping]) -> None:
+def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | None = None) -> None:
     with open(bench_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -127,7 +128,10 @@ def write_results(bench_dir: Path, rows: Sequence[Mapping]) -> None:
         lines.append(f"| {r['model']} | {r['seeds']} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
                      f"| {r['gflops_per_clip']:.3f} | {r['train_clips_per_s']:.1f} "
                      f"| {r['inference_clips_per_s']:.1f} | {r['wall_s']:.0f} |")
-    (bench_dir / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(lines) + "\n"
+    if speed is not None:
+        text += "\n" + cache_speed_markdown(speed)
+    (bench_dir / "results.md").write_text(text, encoding="utf-8")
 
 
 def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
@@ -140,6 +144,10 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
     for model_cfg in model_cfgs.values():  # a bad option stops the bench before any training
         build_model(model_cfg, 2)
     split_seed = int(bench.get("split_seed", 0))
+    speed = None
+    if bench.get("cache_speed", True):
+        speed = cache_speed(cfg, model_cfgs[models[0]], models[0], split_seed, bench_dir)
+        print(describe_cache_speed(speed) if speed else "cache speed: not measured (data.cache=null)", flush=True)
     total, rows = len(models) * len(seeds), []
     for m, name in enumerate(models):
         runs, num_classes = [], 2
@@ -166,7 +174,7 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
         gflops = gflops_per_clip(model_cfgs[name], num_classes, int(cfg.sampling.num_frames),
                                  int(cfg.transform.crop_size))
         rows.append(summarize(name, runs, gflops))
-        write_results(bench_dir, rows)  # the tables grow model by model
+        write_results(bench_dir, rows, speed)  # the tables grow model by model
     return rows
 
 

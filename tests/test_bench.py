@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import make_clip_tree
 from tests.test_pipeline import TINY, read_csv, run_module
 
 # Model options come from bench.variants, not the global model group, so no model.* override here.
 SETTINGS = [o for o in TINY if not o.startswith("model.")] + [
-    "bench.models=[tiny,tiny_noattn]", "bench.seeds=[0]", "trainer.epochs=1", "data.cache=null",
+    "bench.models=[tiny,tiny_noattn]", "bench.seeds=[0]", "trainer.epochs=1",
     "+bench.variants.tiny={base:behaviornet,overrides:{widths:[8,16]}}",
     "+bench.variants.tiny_noattn={base:behaviornet,overrides:{widths:[8,16],attention:false}}"]
 
@@ -15,7 +17,8 @@ SETTINGS = [o for o in TINY if not o.startswith("model.")] + [
 def test_bench_writes_tables_and_resumes(tmp_path):
     root = make_clip_tree(tmp_path / "clips", per_class=6)
     bench = tmp_path / "bench"
-    proc = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", *SETTINGS)
+    cache = f"data.cache={tmp_path / 'cache'}"
+    proc = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", cache, *SETTINGS)
     assert proc.stdout.count(": start ->") == 2 and proc.stdout.count(": done, top-1") == 2
     rows = read_csv(bench / "results.csv")
     assert [r["model"] for r in rows] == ["tiny", "tiny_noattn"]
@@ -32,16 +35,20 @@ def test_bench_writes_tables_and_resumes(tmp_path):
     assert int(rows[1]["parameters"]) < int(rows[0]["parameters"])
     md = (bench / "results.md").read_text()
     assert "| tiny |" in md and "| tiny_noattn |" in md and "±" in md
+    # The cache speed-up is measured once, before the runs, both ways: data path alone and a training epoch.
+    assert "cache speed over one epoch" in proc.stdout and "data.cache=null" in md and "training epoch (tiny)" in md
+    speed = json.loads((bench / "cache_speed.json").read_text())
+    assert all(speed[f"{k}_s"] > 0 for k in ("data_null", "data_fill", "data_warm", "train_null", "train_warm"))
     # Both runs used one split.
     splits = [(bench / "runs" / f"{m}_seed0" / "split.csv").read_text() for m in ("tiny", "tiny_noattn")]
     assert splits[0] == splits[1]
 
     metrics = [bench / "runs" / f"{m}_seed0" / "metrics.json" for m in ("tiny", "tiny_noattn")]
     stamps = [p.stat().st_mtime_ns for p in metrics]
-    again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", *SETTINGS)
+    again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", cache, *SETTINGS)
     assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
-    assert read_csv(bench / "results.csv") == rows
+    assert read_csv(bench / "results.csv") == rows and (bench / "results.md").read_text() == md
 
 
 def test_bench_rejects_an_unknown_model(tmp_path):

@@ -1,0 +1,111 @@
+"""How much the decoded-clip cache buys: one epoch over the training split with ``data.cache=null`` and warm.
+
+Two figures, each measured both ways on the same clips, loader settings and seed:
+
+- *data path*: iterating the training DataLoader alone (decode or cache read, sampling, augmentation,
+  collation) with no model, which is what the cache replaces;
+- *training epoch*: the same loader feeding forward, backward and optimizer steps of one model, which is what
+  a user waits for. The model's own compute does not shrink, so this ratio is the smaller one.
+
+The cold pass that fills the cache is timed too (decoding plus writing), so nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from behavior.cli import select_device
+from behavior.data.cache import ClipCache
+from behavior.data.prepare import PreparedData, clip_cache, make_loader, prepare_data
+from behavior.data.sampling import sampling_config
+from behavior.data.transforms import build_transform, transform_config
+from behavior.engine.loop import train_one_epoch
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
+from behavior.engine.trainer import seed_everything
+from behavior.models import build_model
+from behavior.video.base import check_backend
+
+
+def _loader(cfg: DictConfig, data: PreparedData, backend: str, cache: ClipCache | None):
+    return make_loader(data.split.train, data.class_to_idx, sampling_config(cfg.sampling),
+                       build_transform(transform_config(cfg.transform), True), True, cfg.trainer.batch_size,
+                       cfg.trainer.num_workers, backend, data.num_frames, cfg.seed, cache=cache)
+
+
+def _data_seconds(loader) -> float:
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - start
+
+
+def _train_seconds(cfg: DictConfig, model_cfg: Mapping, data: PreparedData, loader) -> float:
+    seed_everything(cfg.seed)  # both epochs start from the same weights
+    device = select_device(cfg.trainer.device)
+    model = build_model(model_cfg, len(data.class_names)).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(loader), 1)
+    labels = [data.class_to_idx[r.label] for r in data.split.train]
+    loss_fn = build_loss(cfg.optim, labels, len(data.class_names)).to(device)
+    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device,
+                            grad_clip=float(cfg.optim.grad_clip), progress=False)
+    return stats.seconds
+
+
+def measure_cache_speed(cfg: DictConfig, model_cfg: Mapping, model_name: str, split_seed: int) -> dict | None:
+    """Seconds per training-split epoch with the cache off, filling, and warm; None when ``data.cache`` is off."""
+    backend = check_backend(cfg.decode.backend)
+    cache = clip_cache(cfg.data, backend, transform_config(cfg.transform))
+    if cache is None:
+        return None
+    data = prepare_data(cfg.data, backend, split_seed, progress=False)
+    uncached, cached = _loader(cfg, data, backend, None), _loader(cfg, data, backend, cache)
+    result = {"model": model_name, "clips": len(data.split.train), "cache": str(cache.root)}
+    result["data_null_s"] = _data_seconds(uncached)
+    result["data_fill_s"] = _data_seconds(cached)  # a no-op fill when a previous run warmed it already
+    result["data_warm_s"] = _data_seconds(cached)
+    result["train_null_s"] = _train_seconds(cfg, model_cfg, data, uncached)
+    result["train_warm_s"] = _train_seconds(cfg, model_cfg, data, cached)
+    result["torch_threads"] = torch.get_num_threads()
+    return result
+
+
+def describe_cache_speed(s: Mapping) -> str:
+    n = s["clips"]
+
+    def pair(kind: str) -> str:
+        null, warm = s[f"{kind}_null_s"], s[f"{kind}_warm_s"]
+        return (f"data.cache=null {null:.1f}s ({n / null:.1f} clips/s), warm {warm:.1f}s ({n / warm:.1f} clips/s): "
+                f"{null / warm:.1f}x faster")
+
+    return (f"cache speed over one epoch of the {n} training clips\n"
+            f"  data path alone:         {pair('data')}\n"
+            f"  training epoch ({s['model']}): {pair('train')}\n"
+            f"  filling the cache took {s['data_fill_s']:.1f}s")
+
+
+def cache_speed_markdown(s: Mapping) -> str:
+    n = s["clips"]
+    lines = ["| one epoch over the training split | data.cache=null | cache warm | speed-up |", "|---|---:|---:|---:|"]
+    for kind, label in (("data", "data path alone (decode → batch)"), ("train", f"training epoch ({s['model']})")):
+        null, warm = s[f"{kind}_null_s"], s[f"{kind}_warm_s"]
+        lines.append(f"| {label}, {n} clips | {null:.1f} s ({n / null:.1f} clips/s) "
+                     f"| {warm:.1f} s ({n / warm:.1f} clips/s) | {null / warm:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def cache_speed(cfg: DictConfig, model_cfg: Mapping, model_name: str, split_seed: int, bench_dir: Path) -> dict | None:
+    """Measure once per bench folder (kept in cache_speed.json, so a resumed bench does not measure again)."""
+    file = bench_dir / "cache_speed.json"
+    if file.is_file():
+        return json.loads(file.read_text(encoding="utf-8"))
+    result = measure_cache_speed(cfg, model_cfg, model_name, split_seed)
+    if result is not None:
+        file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
