@@ -15,7 +15,7 @@ from behavior.data.prepare import clip_cache, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha
 from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
 from behavior.evaluate import evaluate_split
 from behavior.models import build_model
@@ -80,7 +80,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
         "decode": OmegaConf.to_container(cfg.decode, resolve=True),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    fit_cfg = FitConfig(trainer.epochs, trainer.patience, cfg.optim.grad_clip, amp, cfg.seed, trainer.progress)
+    fit_cfg = FitConfig(trainer.epochs, trainer.patience, cfg.optim.grad_clip, amp, cfg.seed, trainer.progress,
+                        mixup_alpha(cfg.optim), len(data.class_names))
 
     state = state or FitState()
 

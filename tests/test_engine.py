@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights
+from behavior.engine.loop import mixup, train_one_epoch
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, mixup_alpha
 from behavior.errors import ConfigError
 
 OPTIM = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
@@ -88,3 +89,36 @@ def test_class_weights_favour_rare_classes():
     assert weights[1] > weights[0] and weights.mean() == pytest.approx(1.0)
     loss = build_loss({**OPTIM, "class_weighted": True}, [0, 0, 0, 1], 2)
     assert torch.allclose(loss.weight, weights)
+
+
+def test_mixup_blends_clips_and_labels_with_one_weight():
+    torch.manual_seed(0)
+    video, target = torch.randn(6, 3, 2, 4, 4), torch.arange(6)  # one class per clip: partners are readable
+    mixed, soft = mixup(video, target, 0.4, num_classes=6)
+    assert mixed.shape == video.shape and soft.shape == (6, 6)
+    assert torch.allclose(soft.sum(1), torch.ones(6))
+    lam = soft[0, 0]
+    for i in range(6):
+        partner = int(soft[i].argmin()) if soft[i, i] == 1 else int((soft[i] * (torch.arange(6) != i)).argmax())
+        weight = soft[i, i] if soft[i, i] < 1 else torch.tensor(1.0)
+        assert torch.allclose(mixed[i], weight * video[i] + (1 - weight) * video[partner], atol=1e-5)
+        assert soft[i, i] == 1 or torch.isclose(soft[i, i], lam)
+    loss = build_loss(OPTIM, [0, 1, 2], 6)(torch.randn(6, 6), soft)  # the loss takes soft targets
+    assert torch.isfinite(loss)
+
+
+def test_mixup_alpha_must_be_a_non_negative_number():
+    assert mixup_alpha({"mixup_alpha": 0.2}) == 0.2 and mixup_alpha({}) == 0.0
+    for bad in (-1, "x", True):
+        with pytest.raises(ConfigError, match="optim.mixup_alpha"):
+            mixup_alpha({"mixup_alpha": bad})
+
+
+def test_one_epoch_trains_with_mixup():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 3))
+    data = [(torch.randn(4, 3, 2, 4, 4), torch.tensor([0, 1, 2, 0]), None) for _ in range(3)]
+    optimizer = build_optimizer(model, OPTIM)
+    scheduler = build_scheduler(optimizer, OPTIM, len(data), 1)
+    stats = train_one_epoch(model, data, optimizer, scheduler, build_loss(OPTIM, [0, 1, 2], 3), torch.device("cpu"),
+                            progress=False, mixup_alpha=0.2, num_classes=3)
+    assert stats.clips == 12 and stats.loss > 0

@@ -26,18 +26,36 @@ class EpochStats:
     seconds: float
 
 
+def mixup(video: torch.Tensor, target: torch.Tensor, alpha: float, num_classes: int):
+    """Blend each clip with another clip of the batch, and their one-hot labels with the same weight.
+
+    One weight per batch drawn from Beta(alpha, alpha); the partner order is a random permutation. Returns the
+    mixed clips and the soft targets (rows sum to 1), which CrossEntropyLoss takes as class probabilities.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    order = torch.randperm(video.shape[0], device=video.device)
+    one_hot = nn.functional.one_hot(target, num_classes).to(video.dtype)
+    return lam * video + (1 - lam) * video[order], lam * one_hot + (1 - lam) * one_hot[order]
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, loss_fn: nn.Module, device: torch.device,
                     amp: bool = False, scaler: torch.amp.GradScaler | None = None, grad_clip: float = 0.0,
-                    desc: str = "train", progress: bool = True) -> EpochStats:
+                    desc: str = "train", progress: bool = True, mixup_alpha: float = 0.0,
+                    num_classes: int | None = None) -> EpochStats:
+    """One pass over ``loader``; ``mixup_alpha > 0`` trains on mixed clips (accuracy still counts the clip's own
+    label, so it reads lower than without mixup)."""
     model.train()
     start = time.perf_counter()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
     for video, target, _ in bar:
         video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        inputs, wanted = video, target
+        if mixup_alpha > 0 and video.shape[0] > 1:
+            inputs, wanted = mixup(video, target, mixup_alpha, num_classes)
         with autocast(device, amp):
-            logits = model(video)
-            loss = loss_fn(logits.float(), target)
+            logits = model(inputs)
+            loss = loss_fn(logits.float(), wanted)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()

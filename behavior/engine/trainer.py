@@ -35,6 +35,8 @@ class FitConfig:
     amp: bool
     seed: int
     progress: bool = True
+    mixup_alpha: float = 0.0  # > 0: train on mixed clip pairs (needs num_classes)
+    num_classes: int | None = None
 
 
 def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler) -> FitState:
@@ -79,7 +81,8 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
         train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
         train_loader.dataset.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device, cfg.amp, scaler,
-                                cfg.grad_clip, desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress)
+                                cfg.grad_clip, desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress,
+                                mixup_alpha=cfg.mixup_alpha, num_classes=cfg.num_classes)
         row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.acc,
                "lr": optimizer.param_groups[0]["lr"], "train_clips_per_s": stats.clips / max(stats.seconds, 1e-9)}
         if has_val:
