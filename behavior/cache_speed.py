@@ -25,7 +25,7 @@ from behavior.data.cache import ClipCache
 from behavior.data.prepare import PreparedData, clip_cache, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
-from behavior.engine.loop import train_one_epoch
+from behavior.engine.loop import amp_enabled, train_one_epoch
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import seed_everything
 from behavior.models import build_model
@@ -53,7 +53,7 @@ def _train_seconds(cfg: DictConfig, model_cfg: Mapping, data: PreparedData, load
     scheduler = build_scheduler(optimizer, cfg.optim, len(loader), 1)
     labels = [data.class_to_idx[r.label] for r in data.split.train]
     loss_fn = build_loss(cfg.optim, labels, len(data.class_names)).to(device)
-    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device,
+    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, amp_enabled(cfg.trainer.amp, device),
                             grad_clip=float(cfg.optim.grad_clip), progress=False)
     return stats.seconds
 

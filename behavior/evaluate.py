@@ -18,7 +18,7 @@ from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
 from behavior.engine.checkpoint import load_model
-from behavior.engine.loop import predict
+from behavior.engine.loop import amp_enabled, predict
 from behavior.errors import ConfigError, DataError
 from behavior.report import format_per_class_table, per_class_rows, write_report
 
@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
     if not scan.good:
         raise DataError(f"no readable clips under {cfg.data.root or cfg.data.manifest}")
-    amp = bool(cfg.amp) and device.type == "cuda"
+    amp = amp_enabled(cfg.amp, device)
     transform = transform_config(state["transform"])
     cache = clip_cache(cfg.data, backend, transform)
     metrics = evaluate_split(model, scan.good, class_names, sampling_config(sampling_dict),

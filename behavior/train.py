@@ -15,6 +15,7 @@ from behavior.data.prepare import clip_cache, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
+from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha
 from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
 from behavior.evaluate import evaluate_split
@@ -60,7 +61,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     scheduler = build_scheduler(optimizer, cfg.optim, len(train_loader), trainer.epochs)
     train_labels = [data.class_to_idx[r.label] for r in data.split.train]
     loss_fn = build_loss(cfg.optim, train_labels, len(data.class_names)).to(device)
-    amp = bool(trainer.amp) and device.type == "cuda"
+    amp = amp_enabled(trainer.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     state = restore(trainer.resume, model, optimizer, scheduler, scaler) if trainer.resume else None
     if state is not None:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
 from behavior.engine.checkpoint import CheckpointError, load_model
-from behavior.engine.loop import autocast
+from behavior.engine.loop import amp_enabled, autocast
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video
 from behavior.video.base import check_backend, describe
@@ -215,7 +215,7 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
         raise ConfigError(f"decode.max_short_side={max_short_side!r}: use auto, null or a number of pixels >= 1")
     backend = check_decoder(backend or (state.get("decode") or {}).get("backend") or "pyav")
     settings = ClipSettings(sampling_config(sampling), transform, backend, max_short_side)
-    return Classifier(model, list(state["class_names"]), settings, device, amp and device.type == "cuda")
+    return Classifier(model, list(state["class_names"]), settings, device, amp_enabled(amp, device))
 
 
 def _one_thread(_: int) -> None:

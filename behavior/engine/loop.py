@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,9 +14,28 @@ from torch import nn
 from tqdm import tqdm
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with bfloat16 instructions (AVX512-BF16 or AMX), where bf16 convolutions run about twice
+    as fast as float32 (measured: r3d_18 training 2x, BehaviorNet 1.2x on 2 Zen 4 cores). Elsewhere bf16 is
+    emulated and slower, so autocast stays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_enabled(requested: bool, device: torch.device) -> bool:
+    """Mixed precision where it pays: any CUDA device, or a CPU with native bfloat16."""
+    return bool(requested) and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+
+
 def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if enabled and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
