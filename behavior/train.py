@@ -18,6 +18,7 @@ from behavior.engine.checkpoint import load_checkpoint
 from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha
 from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
+from behavior.errors import ConfigError
 from behavior.evaluate import evaluate_split
 from behavior.models import build_model
 from behavior.report import write_history
@@ -40,6 +41,9 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     transform = transform_config(cfg.transform)
     trainer = cfg.trainer
     backend = check_backend(cfg.decode.backend)
+    report_on = trainer.get("report_on", "best")
+    if report_on not in ("best", "last"):  # checked now, not after hours of training
+        raise ConfigError(f"trainer.report_on={report_on!r}: choose best or last")
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)
 
@@ -62,7 +66,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     train_labels = [data.class_to_idx[r.label] for r in data.split.train]
     loss_fn = build_loss(cfg.optim, train_labels, len(data.class_names)).to(device)
     amp = amp_enabled(trainer.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    # Loss scaling only for float16 (CUDA without bf16); bf16 autocast, on CUDA or CPU, needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
     state = restore(trainer.resume, model, optimizer, scheduler, scaler) if trainer.resume else None
     if state is not None:
         print(f"resumed from {trainer.resume} after epoch {state.epoch}")
@@ -93,7 +98,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     state = fit(model, train_loader, val_loader, optimizer, scheduler, loss_fn, device, fit_cfg, run_dir, extra,
                 state, scaler, on_epoch=on_epoch)
 
-    # The final report is on the best checkpoint, on test (or validation when there is no test split).
+    # The final report is on the best (or, trainer.report_on=last, the last) checkpoint, on test (or validation
+    # when there is no test split).
     result = {"metrics": {}, "parameters": params, "class_names": list(data.class_names),
               "history": list(state.history), "eval_seconds": 0.0, "eval_clips": 0, "wall_seconds": 0.0}
     split_name = "test" if data.split.test else "val"
@@ -102,12 +108,13 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
               "no report")
         result["wall_seconds"] = time.perf_counter() - start
         return result
-    best = load_checkpoint(run_dir / "best.pt")
+    best = load_checkpoint(run_dir / f"{report_on}.pt")
     model.load_state_dict(best["model_state"])
     eval_start = time.perf_counter()
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
                              data.num_frames, device, amp, trainer, run_dir, split_name,
-                             extra={"best_epoch": best["epoch"], "epochs_run": state.epoch}, cache=cache)
+                             extra={"best_epoch": best["epoch"], "epochs_run": state.epoch,
+                                    "checkpoint": f"{report_on}.pt"}, cache=cache)
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(data.split.parts()[split_name]), wall_seconds=time.perf_counter() - start)
     print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")

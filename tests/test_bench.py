@@ -44,6 +44,7 @@ def test_bench_writes_tables_and_resumes(tmp_path):
     assert splits[0] == splits[1]
 
     metrics = [bench / "runs" / f"{m}_seed0" / "metrics.json" for m in ("tiny", "tiny_noattn")]
+    assert json.loads(metrics[0].read_text())["checkpoint"] == "last.pt"  # the bench reports the schedule's end
     stamps = [p.stat().st_mtime_ns for p in metrics]
     again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", cache, *SETTINGS)
     assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout

@@ -117,7 +117,9 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("data.test_fraction=1.5", "data.test_fraction"),
                                            ("sampling.mode=bogus", "sampling.mode"),
                                            ("model.attention_kernel=4", "model.attention_kernel"),
-                                           ("decode.backend=nope", "decode.backend")])
+                                           ("decode.backend=nope", "decode.backend"),
+                                           ("trainer.report_on=middle", "trainer.report_on"),
+                                           ("optim.mixup_alpha=-1", "optim.mixup_alpha")])
 def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
     proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
                       override, check=False)
