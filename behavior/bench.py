@@ -73,8 +73,7 @@ def run_config(cfg: DictConfig, model_cfg: Mapping, seed: int, run_dir: Path) ->
     run_cfg.model = OmegaConf.create(dict(model_cfg))
     run_cfg.seed = seed
     del run_cfg["bench"]
-    last = run_dir / "last.pt"
-    run_cfg.trainer.resume = str(last) if last.is_file() else None  # an interrupted run continues where it stopped
+    run_cfg.trainer.resume = "auto"  # an interrupted run continues from its last.pt
     return run_cfg
 
 

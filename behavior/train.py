@@ -24,6 +24,23 @@ from behavior.models import build_model
 from behavior.report import write_history
 from behavior.video.base import check_backend
 
+RUN_FILES = ("last.pt", "best.pt", "metrics.json")
+
+
+def resume_path(resume: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to continue from: ``trainer.resume`` as given, or ``auto`` = this run folder's last.pt if any.
+
+    A folder that already holds a run is never trained over from scratch: that would overwrite its checkpoints
+    and report."""
+    if resume == "auto":
+        return str(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    if not resume:
+        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if found:
+            raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}): continue it with "
+                              "trainer.resume=auto, or choose another hydra.run.dir")
+    return resume
+
 
 def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> dict:
     """Train ``cfg.model`` on ``cfg.data`` into ``run_dir`` and report on test (or val).
@@ -44,6 +61,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     report_on = trainer.get("report_on", "best")
     if report_on not in ("best", "last"):  # checked now, not after hours of training
         raise ConfigError(f"trainer.report_on={report_on!r}: choose best or last")
+    resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)
 
@@ -68,11 +86,11 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     amp = amp_enabled(trainer.amp, device)
     # Loss scaling only for float16 (CUDA without bf16); bf16 autocast, on CUDA or CPU, needs none.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    state = restore(trainer.resume, model, optimizer, scheduler, scaler) if trainer.resume else None
+    state = restore(resume, model, optimizer, scheduler, scaler) if resume else None
     if state is not None:
-        print(f"resumed from {trainer.resume} after epoch {state.epoch}")
+        print(f"resumed from {resume} after epoch {state.epoch}")
         # The run folder must stay self-contained: bring the best checkpoint so far along with the history.
-        previous_best = Path(trainer.resume).parent / "best.pt"
+        previous_best = Path(resume).parent / "best.pt"
         if previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
             shutil.copy2(previous_best, run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())

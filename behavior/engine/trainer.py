@@ -52,6 +52,10 @@ def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler) ->
     scheduler.load_state_dict(state["scheduler_state"])
     if scaler is not None and state.get("scaler_state"):
         scaler.load_state_dict(state["scaler_state"])
+    if state.get("rng_state") is not None:
+        torch.set_rng_state(state["rng_state"])
+    if state.get("cuda_rng_state") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng_state"])
     fit = state["fit_state"]
     return FitState(fit["epoch"], fit["best_score"], fit["best_epoch"], fit["epochs_without_improvement"],
                     list(fit["history"]))
@@ -74,6 +78,10 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
             "scaler_state": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
             "epoch": state.epoch,
             "fit_state": vars(state),
+            # Dropout and mixup draw from the global generator; shuffling and augmentation are (seed, epoch)
+            # functions already. With this state a resumed run replays the uninterrupted one exactly.
+            "rng_state": torch.get_rng_state(),
+            "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         })
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
