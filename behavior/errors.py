@@ -13,3 +13,7 @@ class ConfigError(BehaviorError, ValueError):
 
 class DataError(BehaviorError):
     """The dataset cannot be used as configured (no clips, unknown class, bad manifest row...)."""
+
+
+class DivergedError(BehaviorError):
+    """The training loss stopped being a finite number; checkpoints of the epochs before stay as they were."""

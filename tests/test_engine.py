@@ -7,7 +7,7 @@ from torch import nn
 from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from behavior.engine.loop import mixup, train_one_epoch
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, mixup_alpha
-from behavior.errors import ConfigError
+from behavior.errors import ConfigError, DivergedError
 
 OPTIM = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
          "min_lr_ratio": 0.01, "label_smoothing": 0.1, "class_weighted": False}
@@ -122,3 +122,15 @@ def test_one_epoch_trains_with_mixup():
     stats = train_one_epoch(model, data, optimizer, scheduler, build_loss(OPTIM, [0, 1, 2], 3), torch.device("cpu"),
                             progress=False, mixup_alpha=0.2, num_classes=3)
     assert stats.clips == 12 and stats.loss > 0
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 3))
+    data = [(torch.full((4, 3, 2, 4, 4), float("nan")), torch.tensor([0, 1, 2, 0]), None)]
+    optimizer = build_optimizer(model, OPTIM)
+    scheduler = build_scheduler(optimizer, OPTIM, len(data), 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DivergedError, match="training diverged.*optim.lr"):
+        train_one_epoch(model, data, optimizer, scheduler, build_loss(OPTIM, [0, 1, 2], 3), torch.device("cpu"),
+                        progress=False, desc="epoch 3/10")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # no step was taken

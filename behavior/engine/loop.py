@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with bfloat16 instructions (AVX512-BF16 or AMX), where bf16 convolutions run about twice
-    as fast as float32 (measured: r3d_18 training 2x, BehaviorNet 1.2x on 2 Zen 4 cores). Elsewhere bf16 is
-    emulated and slower, so autocast stays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from behavior.errors import DivergedError
 
 
 def amp_enabled(requested: bool, device: torch.device) -> bool:
-    """Mixed precision where it pays: any CUDA device, or a CPU with native bfloat16."""
-    return bool(requested) and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+    """Mixed precision on CUDA only. CPU bf16 autocast trains 3D CNNs twice as fast on CPUs with AVX512-BF16, but
+    with torch 2.14.1 its conv3d backward returned inf weight gradients (r2plus1d_18: every step; r3d_18: a
+    whole basketball run went NaN), so CPUs stay in float32."""
+    return bool(requested) and device.type == "cuda"
 
 
 def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    if enabled and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -77,6 +65,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, loss_fn: nn.
         with autocast(device, amp):
             logits = model(inputs)
             loss = loss_fn(logits.float(), wanted)
+        if not torch.isfinite(loss):  # one bad step poisons every weight after it: stop while last.pt is sound
+            raise DivergedError(f"training diverged: loss {loss.item()} at batch {seen // max(1, len(target)) + 1} "
+                                f"({desc}); lower optim.lr or set trainer.amp=false")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()
