@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from behavior.cli import hydra_run_dir, one_line_errors, select_device
 from behavior.data.cache import ClipCache
-from behavior.data.prepare import clip_cache, make_loader, resolve_records
+from behavior.data.prepare import clip_cache, decode_timeout, make_loader, resolve_records
 from behavior.data.prescan import prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sampling_config
@@ -63,7 +63,8 @@ def main(cfg: DictConfig) -> float:
     sampling_dict = dict(state["sampling"])
     if cfg.num_views:
         sampling_dict["num_views"] = cfg.num_views
-    scan = prescan(records, backend=backend, verify=cfg.data.prescan == "full", progress=cfg.progress)
+    scan = prescan(records, backend=backend, verify=cfg.data.prescan == "full", progress=cfg.progress,
+                   timeout=decode_timeout(cfg.data))
     write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
-from behavior.data.prescan import BadClip, prescan, write_bad_clips
+from behavior.data.prescan import DEFAULT_TIMEOUT, BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
@@ -51,6 +51,16 @@ def resolve_records(data_cfg: Mapping) -> tuple[list[ClipRecord], Path]:
     return records, Path(manifest).parent if manifest else Path(root)
 
 
+def decode_timeout(data_cfg: Mapping) -> float | None:
+    """``data.decode_timeout``: seconds one clip may take in the pre-scan before it is abandoned (null: no limit)."""
+    value = data_cfg.get("decode_timeout", DEFAULT_TIMEOUT)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"data.decode_timeout={value!r}: must be a number of seconds > 0, or null for no limit")
+    return float(value)
+
+
 def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | None = None,
                  progress: bool = True) -> PreparedData:
     method = data_cfg.get("split", "stratified")
@@ -65,7 +75,7 @@ def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | Non
         good, bad, num_frames = records, [], {}
     else:
         scan = prescan(records, backend=backend, verify=mode == "full", workers=int(data_cfg.get("scan_workers", 2)),
-                       progress=progress)
+                       progress=progress, timeout=decode_timeout(data_cfg))
         good, bad, num_frames = scan.good, scan.bad, scan.num_frames
         print(f"scanned {len(records)} clips in {time.perf_counter() - start:.1f}s: {len(good)} readable, "
               f"{len(bad)} unreadable" + (" (listed in bad_clips.csv)" if bad and run_dir else ""))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from behavior.data.records import ClipRecord
-from behavior.video import VideoDecodeError, probe_video
+from behavior.video import VideoDecodeError, VideoMeta, probe_video
+from behavior.video.guard import map_with_timeout
+
+DEFAULT_TIMEOUT = 120.0  # seconds per clip; a full decode of a 2 s 720p clip takes well under one
 
 
 @dataclass(frozen=True)
@@ -27,28 +30,36 @@ class ScanResult:
     num_frames: dict[str, int]  # path -> frames that really decode
 
 
+def _probe(path: str, backend: str, verify: bool) -> VideoMeta:
+    return probe_video(path, backend=backend, verify=verify)
+
+
 def prescan(records, backend: str = "pyav", verify: bool = True, workers: int = 2,
-            progress: bool = True) -> ScanResult:
-    """Probe each clip (``verify`` decodes every frame, catching truncated files); decoders release the GIL."""
+            progress: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> ScanResult:
+    """Probe each clip (``verify`` decodes every frame, catching truncated files) in worker processes.
 
-    def probe(record: ClipRecord):
-        try:
-            return record, probe_video(record.path, backend=backend, verify=verify), None
-        except VideoDecodeError as err:
-            return record, None, err.reason
-
+    A clip whose probe runs past ``timeout`` seconds (None: no limit) is abandoned, its worker killed, and
+    listed as bad with a "timed out" reason; a decoder crash is listed the same way ("decoder crashed").
+    """
+    records = list(records)
+    probe = functools.partial(_probe, backend=backend, verify=verify)
+    outcome: list[VideoMeta | str | None] = [None] * len(records)
+    jobs = map_with_timeout(probe, [r.path for r in records], float("inf") if timeout is None else timeout,
+                            workers)
+    for index, ok, value in tqdm(jobs, total=len(records), desc="scan clips", disable=not progress, unit="clip",
+                                 leave=False):
+        if not ok and not isinstance(value, VideoDecodeError):
+            raise value  # a missing backend or a bug: not the clip's fault, so not a bad clip either
+        if ok and value.num_frames < 1:
+            value = "no frames decode"
+        outcome[index] = value if ok or isinstance(value, str) else value.reason
     good, bad, frames = [], [], {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(probe, records)
-        for record, meta, reason in tqdm(results, total=len(records), desc="scan clips", disable=not progress,
-                                         unit="clip", leave=False):
-            if meta is not None and meta.num_frames < 1:
-                meta, reason = None, "no frames decode"
-            if meta is None:
-                bad.append(BadClip(record.path, record.label, reason))
-            else:
-                good.append(record)
-                frames[record.path] = meta.num_frames
+    for record, result in zip(records, outcome, strict=True):
+        if isinstance(result, VideoMeta):
+            good.append(record)
+            frames[record.path] = result.num_frames
+        else:
+            bad.append(BadClip(record.path, record.label, str(result)))
     return ScanResult(good, bad, frames)
 
 

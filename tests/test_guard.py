@@ -1,0 +1,70 @@
+"""Decoding bounded in time: a hung or crashing decoder costs its clip, never the run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from behavior.data import prescan as prescan_module
+from behavior.data.prepare import decode_timeout
+from behavior.data.prescan import prescan
+from behavior.data.records import ClipRecord
+from behavior.errors import ConfigError
+from behavior.video import VideoDecodeError
+from behavior.video.guard import DecodeTimeout, map_with_timeout
+from tests.conftest import make_clip_tree
+
+
+def _job(item: str) -> str:
+    if item == "hang":
+        time.sleep(3600)
+    if item == "crash":
+        os._exit(139)  # what a segfault in native decoder code looks like from outside
+    if item == "bad":
+        raise VideoDecodeError(item, "not a video")
+    return item.upper()
+
+
+def test_hung_and_crashing_jobs_are_abandoned_and_the_rest_finish():
+    items = ["a", "hang", "b", "crash", "c", "bad", "d"]
+    start = time.monotonic()
+    results = {items[i]: (ok, value) for i, ok, value in map_with_timeout(_job, items, timeout=1.0, workers=2)}
+    assert time.monotonic() - start < 10
+    assert {k: v for k, (ok, v) in results.items() if ok} == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert isinstance(results["hang"][1], DecodeTimeout) and "timed out after 1s" in str(results["hang"][1])
+    assert str(results["hang"][1]).startswith("hang:")
+    assert isinstance(results["crash"][1], VideoDecodeError) and "crashed" in results["crash"][1].reason
+    assert isinstance(results["bad"][1], VideoDecodeError) and results["bad"][1].reason == "not a video"
+
+
+def test_no_items_start_no_workers():
+    assert list(map_with_timeout(_job, [], timeout=1.0)) == []
+
+
+def test_prescan_lists_a_clip_that_hangs_the_decoder(tmp_path, monkeypatch):
+    root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=2)
+    records = [ClipRecord(str(p), p.parent.name) for p in sorted(root.rglob("*.mp4"))]
+    stuck = records[1].path
+    real_probe = prescan_module.probe_video
+
+    def probe(path, backend="pyav", verify=False):  # a decoder that never returns on one file
+        if path == stuck:
+            time.sleep(3600)
+        return real_probe(path, backend=backend, verify=verify)
+
+    monkeypatch.setattr(prescan_module, "probe_video", probe)  # forked workers inherit the patch
+    start = time.monotonic()
+    scan = prescan(records, timeout=2.0, progress=False)
+    assert time.monotonic() - start < 15
+    assert [b.path for b in scan.bad] == [stuck] and "timed out after 2s" in scan.bad[0].reason
+    assert [r.path for r in scan.good] == [r.path for r in records if r.path != stuck]
+    assert all(scan.num_frames[r.path] == 12 for r in scan.good)
+
+
+def test_decode_timeout_config():
+    assert decode_timeout({}) == 120.0 and decode_timeout({"decode_timeout": None}) is None
+    for bad in (0, -5, "soon", True):
+        with pytest.raises(ConfigError, match="data.decode_timeout"):
+            decode_timeout({"decode_timeout": bad})
