@@ -72,3 +72,13 @@ def test_resume_auto_in_a_new_folder_starts_fresh(clips, tmp_path):
     small = [o for o in SETTINGS if not o.startswith("trainer.epochs")] + ["trainer.epochs=1"]
     proc = run_module("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}", "trainer.resume=auto", *small)
     assert "resumed from" not in proc.stdout and (run / "metrics.json").is_file()
+
+
+def test_two_cpu_runs_with_one_seed_are_identical(clips, tmp_path):
+    small = [o for o in SETTINGS if not o.startswith("trainer.epochs")] + ["trainer.epochs=2"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for run in (first, second):
+        run_module("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}", *small)
+    assert losses(first) == losses(second)
+    assert json.loads((first / "metrics.json").read_text()) == json.loads((second / "metrics.json").read_text())
+    assert read_csv(first / "predictions.csv") == read_csv(second / "predictions.csv")
