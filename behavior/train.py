@@ -86,7 +86,10 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     amp = amp_enabled(trainer.amp, device)
     # Loss scaling only for float16 (CUDA without bf16); bf16 autocast, on CUDA or CPU, needs none.
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    state = restore(resume, model, optimizer, scheduler, scaler) if resume else None
+    state = None
+    if resume:
+        state = restore(resume, model, optimizer, scheduler, scaler, OmegaConf.to_container(cfg.model, resolve=True),
+                        list(data.class_names))
     if state is not None:
         print(f"resumed from {resume} after epoch {state.epoch}")
         # The run folder must stay self-contained: bring the best checkpoint so far along with the history.

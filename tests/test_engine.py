@@ -134,3 +134,24 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error():
         train_one_epoch(model, data, optimizer, scheduler, build_loss(OPTIM, [0, 1, 2], 3), torch.device("cpu"),
                         progress=False, desc="epoch 3/10")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # no step was taken
+
+
+def test_resume_refuses_another_model_or_class_list_and_says_what_differs(tmp_path):
+    from behavior.engine.trainer import restore
+    from behavior.models import build_model
+
+    config = {"name": "behaviornet", "widths": [8, 16]}
+    model = build_model(config, 3)
+    optimizer = build_optimizer(model, OPTIM)
+    scheduler = build_scheduler(optimizer, OPTIM, 1, 1)
+    path = save_checkpoint(tmp_path / "last.pt", {
+        "model_state": model.state_dict(), "model_config": config, "class_names": ["a", "b", "c"], "epoch": 1,
+        "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+        "fit_state": {"epoch": 1, "best_score": 0.5, "best_epoch": 1, "epochs_without_improvement": 0,
+                      "history": []}})
+    assert restore(path, model, optimizer, scheduler, None, config, ["a", "b", "c"]).epoch == 1
+    with pytest.raises(CheckpointError, match=r"classes \['a', 'b', 'c'\] in the checkpoint, \['a', 'b'\] here"):
+        restore(path, build_model(config, 2), optimizer, scheduler, None, config, ["a", "b"])
+    other = {"name": "behaviornet", "widths": [8, 32]}
+    with pytest.raises(CheckpointError, match=r"model.widths \[8, 16\] in the checkpoint, \[8, 32\] here"):
+        restore(path, build_model(other, 3), optimizer, scheduler, None, other, ["a", "b", "c"])

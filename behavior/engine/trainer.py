@@ -39,8 +39,26 @@ class FitConfig:
     num_classes: int | None = None
 
 
-def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler) -> FitState:
+def checkpoint_mismatch(state: dict[str, Any], model_config: dict | None, class_names: list[str] | None) -> str:
+    """What differs between a checkpoint and the run about to use it ("" when nothing that matters does)."""
+    diffs = []
+    saved_classes = state.get("class_names")
+    if class_names is not None and saved_classes is not None and list(saved_classes) != list(class_names):
+        diffs.append(f"classes {list(saved_classes)} in the checkpoint, {list(class_names)} here")
+    saved_config = state.get("model_config")
+    if model_config is not None and isinstance(saved_config, dict):
+        for key in sorted(set(saved_config) | set(model_config)):
+            if saved_config.get(key) != model_config.get(key):
+                diffs.append(f"model.{key} {saved_config.get(key)!r} in the checkpoint, {model_config.get(key)!r} here")
+    return "; ".join(diffs)
+
+
+def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, model_config: dict | None = None,
+            class_names: list[str] | None = None) -> FitState:
     state = load_checkpoint(path)
+    differs = checkpoint_mismatch(state, model_config, class_names)
+    if differs:
+        raise CheckpointError(f"trainer.resume={path}: the checkpoint is of another model or class list: {differs}")
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as err:
