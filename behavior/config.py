@@ -23,3 +23,23 @@ def dataclass_from_mapping(cls: type[T], cfg: Mapping, group: str) -> T:
         return cls(**values)
     except (TypeError, ValueError) as err:  # the dataclass's own checks already name the key
         raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def check_number(key: str, value: object, minimum: float | None = None, maximum: float | None = None,
+                 integer: bool = False, above: bool = False) -> None:
+    """Raise ``ValueError("<key>=...: must be ...")`` unless ``value`` is a number (an integer with ``integer``) at
+    least ``minimum`` (greater than it with ``above``) and at most ``maximum``."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if ok and minimum is not None:
+        ok = value > minimum if above else value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        bounds = []
+        if minimum is not None:
+            bounds.append(f"{'>' if above else '>='} {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum:g}")
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{key}={value!r}: must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}")

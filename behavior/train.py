@@ -11,13 +11,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from behavior.cli import hydra_run_dir, one_line_errors, select_device
-from behavior.data.prepare import clip_cache, make_loader, prepare_data
+from behavior.data.prepare import clip_cache, decode_timeout, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
 from behavior.engine.loop import amp_enabled
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha
-from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha, optim_config
+from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything, trainer_config
 from behavior.errors import ConfigError
 from behavior.evaluate import evaluate_split
 from behavior.models import build_model
@@ -58,9 +58,10 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     transform = transform_config(cfg.transform)
     trainer = cfg.trainer
     backend = check_backend(cfg.decode.backend)
-    report_on = trainer.get("report_on", "best")
-    if report_on not in ("best", "last"):  # checked now, not after hours of training
-        raise ConfigError(f"trainer.report_on={report_on!r}: choose best or last")
+    # Every group is checked now, before clips are scanned or generated, not after hours of training.
+    report_on = trainer_config(trainer).report_on
+    optim_config(cfg.optim)
+    decode_timeout(cfg.data)
     resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)

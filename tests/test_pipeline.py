@@ -119,12 +119,17 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("model.attention_kernel=4", "model.attention_kernel"),
                                            ("decode.backend=nope", "decode.backend"),
                                            ("trainer.report_on=middle", "trainer.report_on"),
-                                           ("optim.mixup_alpha=-1", "optim.mixup_alpha")])
+                                           ("optim.mixup_alpha=-1", "optim.mixup_alpha"),
+                                           ("optim.lr=-1", "optim.lr"), ("optim.lr=fast", "optim.lr"),
+                                           ("trainer.epochs=0", "trainer.epochs"),
+                                           ("data.decode_timeout=-1", "data.decode_timeout"),
+                                           ("+optim.lrr=1", "optim.lrr")])
 def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
     proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
                       override, check=False)
     assert proc.returncode == 2
     assert key in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "split.csv").exists()  # stopped before any clip was scanned
 
 
 def test_multirun_over_models(clip_tree, tmp_path):

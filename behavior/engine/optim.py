@@ -5,13 +5,57 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from behavior.config import check_number, dataclass_from_mapping
 from behavior.errors import ConfigError
 
 SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The ``optim`` group, checked as a whole before any work (types, ranges, choices)."""
+
+    name: str = "adamw"
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_epochs: float = 1
+    min_lr_ratio: float = 0.01
+    pct_start: float = 0.25
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    class_weighted: bool = False
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name != "adamw":
+            raise ValueError(f"optim.name={self.name!r}: only 'adamw' is available")
+        check_number("optim.lr", self.lr, 0, above=True)
+        check_number("optim.weight_decay", self.weight_decay, 0)
+        if not isinstance(self.betas, Sequence) or len(self.betas) != 2:
+            raise ValueError(f"optim.betas={self.betas!r}: must be a list of two numbers in [0, 1)")
+        for beta in self.betas:
+            check_number("optim.betas", beta, 0, 0.999999)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        check_number("optim.warmup_epochs", self.warmup_epochs, 0)
+        check_number("optim.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_number("optim.pct_start", self.pct_start, 0, 1, above=True)
+        check_number("optim.label_smoothing", self.label_smoothing, 0, 0.999999)
+        check_number("optim.mixup_alpha", self.mixup_alpha, 0)
+        if not isinstance(self.class_weighted, bool):
+            raise ValueError(f"optim.class_weighted={self.class_weighted!r}: must be true or false")
+        check_number("optim.grad_clip", self.grad_clip, 0)
+
+
+def optim_config(cfg: Mapping) -> OptimConfig:
+    return dataclass_from_mapping(OptimConfig, cfg, "optim")
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:

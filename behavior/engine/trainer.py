@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from behavior.config import check_number, dataclass_from_mapping
 from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from behavior.engine.loop import evaluation_loss, predict, train_one_epoch
 
@@ -37,6 +38,40 @@ class FitConfig:
     progress: bool = True
     mixup_alpha: float = 0.0  # > 0: train on mixed clip pairs (needs num_classes)
     num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The ``trainer`` group, checked as a whole before any work."""
+
+    epochs: int = 40
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    num_workers: int = 2
+    patience: int = 10
+    device: str = "auto"
+    amp: bool = True
+    report_on: str = "best"
+    resume: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_number("trainer.epochs", self.epochs, 1, integer=True)
+        check_number("trainer.batch_size", self.batch_size, 1, integer=True)
+        check_number("trainer.eval_batch_size", self.eval_batch_size, 1, integer=True)
+        check_number("trainer.num_workers", self.num_workers, 0, integer=True)
+        check_number("trainer.patience", self.patience, 0, integer=True)
+        for key in ("amp", "progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"trainer.{key}={getattr(self, key)!r}: must be true or false")
+        if self.report_on not in ("best", "last"):
+            raise ValueError(f"trainer.report_on={self.report_on!r}: choose best or last")
+        if self.resume is not None and not isinstance(self.resume, str):
+            raise ValueError(f"trainer.resume={self.resume!r}: use auto, a path to a last.pt, or null")
+
+
+def trainer_config(cfg) -> TrainerConfig:
+    return dataclass_from_mapping(TrainerConfig, cfg, "trainer")
 
 
 def checkpoint_mismatch(state: dict[str, Any], model_config: dict | None, class_names: list[str] | None) -> str:
