@@ -7,7 +7,9 @@ from torch import nn
 from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from behavior.engine.loop import mixup, train_one_epoch
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, mixup_alpha
+from behavior.engine.trainer import restore
 from behavior.errors import ConfigError, DivergedError
+from behavior.models import build_model
 
 OPTIM = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
          "min_lr_ratio": 0.01, "label_smoothing": 0.1, "class_weighted": False}
@@ -137,9 +139,6 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error():
 
 
 def test_resume_refuses_another_model_or_class_list_and_says_what_differs(tmp_path):
-    from behavior.engine.trainer import restore
-    from behavior.models import build_model
-
     config = {"name": "behaviornet", "widths": [8, 16]}
     model = build_model(config, 3)
     optimizer = build_optimizer(model, OPTIM)
