@@ -128,7 +128,10 @@ def test_worker_pool_matches_serial(tmp_path):
         # Not byte-equal: numpy's SIMD reductions may round a rare pixel differently in another process, and
         # the encoder then spreads that one level. The class content must still be the same.
         serial, pool = _decode(tmp_path / "serial" / name).astype(int), _decode(tmp_path / "pool" / name).astype(int)
-        assert serial.shape == pool.shape and np.abs(serial - pool).mean() < 0.5
+        # Seen: 0.74 levels mean on one CI run, i.e. a different rounding propagated through a P-frame chain; a
+        # different clip would differ by tens of levels.
+        assert serial.shape == pool.shape and np.abs(serial - pool).mean() < 2.0
+        assert np.corrcoef(serial.ravel(), pool.ravel())[0, 1] > 0.98
         clip = S.render_clip(label, S.clip_rng(spec, label, 0), spec)
         # H.264 at the default CRF stays close to the rendered frames.
         assert np.abs(_decode(tmp_path / "pool" / name).astype(int) - clip).mean() < 12
