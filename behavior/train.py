@@ -16,7 +16,7 @@ from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
 from behavior.engine.loop import amp_enabled
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, mixup_alpha, optim_config
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, optim_config
 from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything, trainer_config
 from behavior.errors import ConfigError
 from behavior.evaluate import evaluate_split
@@ -60,7 +60,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     backend = check_backend(cfg.decode.backend)
     # Every group is checked now, before clips are scanned or generated, not after hours of training.
     report_on = trainer_config(trainer).report_on
-    optim_config(cfg.optim)
+    optim = optim_config(cfg.optim)
     decode_timeout(cfg.data)
     resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
@@ -109,7 +109,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     fit_cfg = FitConfig(trainer.epochs, trainer.patience, cfg.optim.grad_clip, amp, cfg.seed, trainer.progress,
-                        mixup_alpha(cfg.optim), len(data.class_names))
+                        optim.mixup_alpha, len(data.class_names))
 
     state = state or FitState()
 

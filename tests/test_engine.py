@@ -6,7 +6,7 @@ from torch import nn
 
 from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from behavior.engine.loop import mixup, train_one_epoch
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, mixup_alpha
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, optim_config
 from behavior.engine.trainer import restore
 from behavior.errors import ConfigError, DivergedError
 from behavior.models import build_model
@@ -110,10 +110,10 @@ def test_mixup_blends_clips_and_labels_with_one_weight():
 
 
 def test_mixup_alpha_must_be_a_non_negative_number():
-    assert mixup_alpha({"mixup_alpha": 0.2}) == 0.2 and mixup_alpha({}) == 0.0
+    assert optim_config({"mixup_alpha": 0.2}).mixup_alpha == 0.2 and optim_config({}).mixup_alpha == 0.0
     for bad in (-1, "x", True):
         with pytest.raises(ConfigError, match="optim.mixup_alpha"):
-            mixup_alpha({"mixup_alpha": bad})
+            optim_config({"mixup_alpha": bad})
 
 
 def test_one_epoch_trains_with_mixup():

@@ -57,7 +57,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, loss_fn: nn.
     start = time.perf_counter()
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
-    for video, target, _ in bar:
+    for batch, (video, target, _) in enumerate(bar, start=1):
         video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
         inputs, wanted = video, target
         if mixup_alpha > 0 and video.shape[0] > 1:
@@ -66,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, loss_fn: nn.
             logits = model(inputs)
             loss = loss_fn(logits.float(), wanted)
         if not torch.isfinite(loss):  # one bad step poisons every weight after it: stop while last.pt is sound
-            raise DivergedError(f"training diverged: loss {loss.item()} at batch {seen // max(1, len(target)) + 1} "
+            raise DivergedError(f"training diverged: loss {loss.item()} at batch {batch} "
                                 f"({desc}); lower optim.lr or set trainer.amp=false")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():

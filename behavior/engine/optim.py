@@ -103,13 +103,6 @@ def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     return weights * (num_classes / weights.sum().clamp_min(1e-8))
 
 
-def mixup_alpha(cfg: Mapping) -> float:
-    alpha = cfg.get("mixup_alpha", 0.0)
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
-        raise ConfigError(f"optim.mixup_alpha={alpha!r}: must be a number >= 0 (0 = off)")
-    return float(alpha)
-
-
 def build_loss(cfg: Mapping, train_labels: Sequence[int], num_classes: int) -> nn.Module:
     smoothing = cfg.get("label_smoothing", 0.0)
     if not 0.0 <= smoothing < 1.0:
