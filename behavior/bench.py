@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
-from behavior.cli import hydra_run_dir, one_line_errors
+from behavior.cli import entry_point, hydra_run_dir
 from behavior.errors import ConfigError
 from behavior.models import build_model
 from behavior.train import train_run
@@ -177,8 +176,7 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
     return rows
 
 
-@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
-@one_line_errors
+@entry_point("bench")
 def main(cfg: DictConfig) -> None:
     bench_dir = hydra_run_dir()
     rows = run_bench(cfg, bench_dir)

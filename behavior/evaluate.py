@@ -6,11 +6,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from behavior.cli import hydra_run_dir, one_line_errors, select_device
+from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.data.cache import ClipCache
 from behavior.data.prepare import clip_cache, decode_timeout, make_loader, resolve_records
 from behavior.data.prescan import prescan, write_bad_clips
@@ -42,8 +41,7 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     return metrics
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
-@one_line_errors
+@entry_point("evaluate")
 def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     if not cfg.checkpoint:

@@ -20,11 +20,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from behavior.cli import one_line_errors, select_device
+from behavior.cli import entry_point, select_device
 from behavior.data.scan import find_videos
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
@@ -312,8 +311,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     return counts
 
 
-@hydra.main(config_path="../conf", config_name="predict", version_base="1.3")
-@one_line_errors
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -6,11 +6,10 @@ import shutil
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from behavior.cli import hydra_run_dir, one_line_errors, select_device
+from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.data.prepare import clip_cache, decode_timeout, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.transforms import build_transform, transform_config
@@ -143,8 +142,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     return result
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-@one_line_errors
+@entry_point("train")
 def main(cfg: DictConfig) -> float:
     result = train_run(cfg, hydra_run_dir())
     return result["metrics"].get("top1", float("nan"))

@@ -123,7 +123,11 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("optim.lr=-1", "optim.lr"), ("optim.lr=fast", "optim.lr"),
                                            ("trainer.epochs=0", "trainer.epochs"),
                                            ("data.decode_timeout=-1", "data.decode_timeout"),
-                                           ("+optim.lrr=1", "optim.lrr")])
+                                           ("+optim.lrr=1", "optim.lrr"),
+                                           # Hydra's own composition errors, made one line by behavior.cli
+                                           ("optim.lrr=1", "optim.lrr is not a known key"),
+                                           ("optim=adamx", "optim=adamx: no such option"),
+                                           ("optim.lr=[", "optim.lr=[")])
 def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
     proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
                       override, check=False)
