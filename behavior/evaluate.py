@@ -25,12 +25,13 @@ from behavior.report import format_per_class_table, per_class_rows, write_report
 def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[str], sampling: SamplingConfig,
                    transform: TransformConfig, backend: str, num_frames: Mapping[str, int] | None,
                    device: torch.device, amp: bool, loader_cfg: Mapping, out_dir: Path, split: str,
-                   extra: Mapping | None = None, cache: ClipCache | None = None) -> dict:
+                   extra: Mapping | None = None, cache: ClipCache | None = None,
+                   clip_timeout: float | None = None) -> dict:
     """Predict every clip, write the report files into ``out_dir`` and print the per-class table."""
     class_to_idx = {name: i for i, name in enumerate(class_names)}
     loader = make_loader(records, class_to_idx, sampling, build_transform(transform, train=False), False,
                          loader_cfg["eval_batch_size"], loader_cfg["num_workers"], backend, dict(num_frames or {}),
-                         seed=0, pin_memory=device.type == "cuda", cache=cache)
+                         seed=0, pin_memory=device.type == "cuda", cache=cache, clip_timeout=clip_timeout)
     indices, labels, probs = predict(model, loader, device, amp, desc=f"evaluate {split}",
                                      progress=loader_cfg.get("progress", True))
     paths = [records[i].path for i in indices]
@@ -76,7 +77,7 @@ def main(cfg: DictConfig) -> float:
                              {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
                               "progress": cfg.progress}, run_dir, "evaluate",
                              extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)},
-                             cache=cache)
+                             cache=cache, clip_timeout=decode_timeout(cfg.data))
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics["top1"]
 

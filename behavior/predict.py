@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from behavior.cli import entry_point, select_device
+from behavior.data.prepare import decode_timeout
 from behavior.data.scan import find_videos
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
@@ -241,6 +242,7 @@ def check_config(cfg: DictConfig) -> tuple[str, ...]:
     for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
         _int(cfg, key, low)
     _int(cfg, "num_views", 1, none_ok=True)
+    decode_timeout(cfg.decode, "decode.timeout")
     extensions = cfg.extensions
     if (not OmegaConf.is_list(extensions) or not extensions
             or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
@@ -288,7 +290,8 @@ def run(cfg: DictConfig) -> dict[str, int]:
                 stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,
                                             target if target.is_dir() else target.parent, cfg.progress)
             else:
-                stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers)
+                stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers,
+                                        decode_timeout(cfg.decode, "decode.timeout"))
             for results in stream:
                 for result in results:
                     out.write(row_of(result, classifier.class_names, k, extra))

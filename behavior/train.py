@@ -60,7 +60,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     # Every group is checked now, before clips are scanned or generated, not after hours of training.
     report_on = trainer_config(trainer).report_on
     optim = optim_config(cfg.optim)
-    decode_timeout(cfg.data)
+    clip_timeout = decode_timeout(cfg.data)
     resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)
@@ -75,7 +75,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     def loader(name: str, train: bool):
         return make_loader(data.split.parts()[name], data.class_to_idx, sampling, build_transform(transform, train),
                            train, trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
-                           backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda", cache=cache)
+                           backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda", cache=cache,
+                           clip_timeout=clip_timeout)
 
     train_loader, val_loader = loader("train", True), loader("val", False)
     model = build_model(cfg.model, len(data.class_names)).to(device)
@@ -135,7 +136,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
                              data.num_frames, device, amp, trainer, run_dir, split_name,
                              extra={"best_epoch": best["epoch"], "epochs_run": state.epoch,
-                                    "checkpoint": f"{report_on}.pt"}, cache=cache)
+                                    "checkpoint": f"{report_on}.pt"}, cache=cache, clip_timeout=clip_timeout)
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(data.split.parts()[split_name]), wall_seconds=time.perf_counter() - start)
     print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")

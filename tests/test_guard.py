@@ -7,10 +7,13 @@ import time
 
 import pytest
 
+from behavior.data import dataset as dataset_module
 from behavior.data import prescan as prescan_module
-from behavior.data.prepare import decode_timeout
+from behavior.data.prepare import decode_timeout, make_loader
 from behavior.data.prescan import prescan
 from behavior.data.records import ClipRecord
+from behavior.data.sampling import SamplingConfig
+from behavior.data.transforms import TransformConfig, build_transform
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError
 from behavior.video.guard import DecodeTimeout, map_with_timeout
@@ -68,3 +71,37 @@ def test_decode_timeout_config():
     for bad in (0, -5, "soon", True):
         with pytest.raises(ConfigError, match="data.decode_timeout"):
             decode_timeout({"decode_timeout": bad})
+
+
+def test_a_clip_that_hangs_a_dataloader_worker_stops_the_epoch_naming_it(tmp_path, monkeypatch):
+    # data.prescan=quick/off never decodes frames up front, so the bound must hold inside the loader too.
+    root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=2)
+    records = [ClipRecord(str(p), p.parent.name) for p in sorted(root.rglob("*.mp4"))]
+    stuck = records[2].path
+    real_open = dataset_module.open_video
+
+    def open_video(path, *args, **kwargs):
+        if str(path) == stuck:
+            time.sleep(3600)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "open_video", open_video)  # forked loader workers inherit the patch
+    loader = make_loader(records, {"a": 0, "b": 1}, SamplingConfig(num_frames=4), build_transform(
+        TransformConfig(size=32, crop_size=32), train=False), False, batch_size=2, num_workers=1, backend="pyav",
+        num_frames=None, seed=0, clip_timeout=1.5)
+    start = time.monotonic()
+    with pytest.raises(VideoDecodeError) as caught:
+        for _ in loader:
+            pass
+    assert time.monotonic() - start < 20
+    assert caught.value.path == stuck and "took over 1.5s in a DataLoader worker" in caught.value.reason
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_the_loader_without_a_timeout_is_a_plain_dataloader(tmp_path):
+    root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=1)
+    records = [ClipRecord(str(p), p.parent.name) for p in sorted(root.rglob("*.mp4"))]
+    loader = make_loader(records, {"a": 0, "b": 1}, SamplingConfig(num_frames=4), build_transform(
+        TransformConfig(size=32, crop_size=32), train=False), False, batch_size=2, num_workers=1, backend="pyav",
+        num_frames=None, seed=0)
+    assert loader.timeout == 0 and sum(len(batch[0]) for batch in loader) == 2

@@ -177,6 +177,17 @@ def test_killed_run_resumes_with_exactly_one_row_per_clip(checkpoint, tmp_path):
     assert all(r["status"] == "ok" for r in read_rows(out))
 
 
+@pytest.mark.parametrize("override, key", [("decode.timeout=0", "decode.timeout"), ("top_k=0", "top_k"),
+                                           ("decode.timeot=5", "decode.timeot is not a known key")])
+def test_bad_settings_are_one_line_and_exit_2(checkpoint, mixed, tmp_path, override, key):
+    out = tmp_path / "preds.csv"
+    proc = predict_proc(f"checkpoint={checkpoint}", f"input={mixed[0]}", f"output={out}", override)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("missing", ["checkpoint", "input"])
 def test_missing_checkpoint_or_input_is_one_line_and_exit_2(checkpoint, mixed, tmp_path, missing):
     paths = {"checkpoint": checkpoint, "input": mixed[0], missing: tmp_path / f"no_such_{missing}"}
@@ -316,3 +327,26 @@ def test_a_crashing_decoder_costs_one_error_row(checkpoint, mixed, monkeypatch):
     assert [r.path for r in results] == paths
     assert [r.ok for r in results] == [True, False, True, True]
     assert results[1].error.startswith("decoder crashed")
+
+
+def test_a_clip_that_hangs_the_decoder_costs_one_error_row(checkpoint, mixed, monkeypatch):
+    import behavior.engine.inference as inference
+
+    clips, _ = mixed
+    parent, real_load = os.getpid(), inference.load_clip
+
+    def load_or_hang(path, *args):
+        if path.endswith("b.avi") and os.getpid() != parent:
+            time.sleep(3600)
+        return real_load(path, *args)
+
+    monkeypatch.setattr(inference, "load_clip", load_or_hang)
+    classifier = load_classifier(str(checkpoint), torch.device("cpu"))
+    paths = [str(clips / n) for n in ("a.mp4", "b.avi", "odd näme ü.mp4", "sub/deeper/c.mkv")]
+    start = time.monotonic()
+    results = [r for batch in inference.classify_paths(classifier, paths, batch_size=2, num_workers=1, timeout=1.5)
+               for r in batch]
+    assert time.monotonic() - start < 30
+    assert [r.path for r in results] == paths
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].error == "decoding timed out after 1.5s (abandoned)"

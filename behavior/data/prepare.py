@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
@@ -17,6 +16,7 @@ from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
 from behavior.data.splits import Split, check_split_config, split_records, write_split
+from behavior.data.timed_loader import TimedLoader
 from behavior.data.transforms import TransformConfig
 from behavior.errors import ConfigError, DataError
 
@@ -51,13 +51,15 @@ def resolve_records(data_cfg: Mapping) -> tuple[list[ClipRecord], Path]:
     return records, Path(manifest).parent if manifest else Path(root)
 
 
-def decode_timeout(data_cfg: Mapping) -> float | None:
-    """``data.decode_timeout``: seconds one clip may take in the pre-scan before it is abandoned (null: no limit)."""
-    value = data_cfg.get("decode_timeout", DEFAULT_TIMEOUT)
+def decode_timeout(data_cfg: Mapping, key: str = "data.decode_timeout") -> float | None:
+    """Seconds one clip may take to decode (pre-scan, loader workers) before it is abandoned; None = no limit.
+
+    Read from ``data_cfg[<last part of key>]``; ``key`` names the setting in the error."""
+    value = data_cfg.get(key.rpartition(".")[2], DEFAULT_TIMEOUT)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"data.decode_timeout={value!r}: must be a number of seconds > 0, or null for no limit")
+        raise ConfigError(f"{key}={value!r}: must be a number of seconds > 0, or null for no limit")
     return float(value)
 
 
@@ -114,9 +116,12 @@ def _worker_init(_: int) -> None:
 
 def make_loader(records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig, transform,
                 train: bool, batch_size: int, num_workers: int, backend: str, num_frames: dict[str, int] | None,
-                seed: int, pin_memory: bool = False, cache: ClipCache | None = None) -> DataLoader:
+                seed: int, pin_memory: bool = False, cache: ClipCache | None = None,
+                clip_timeout: float | None = None) -> TimedLoader:
+    """``clip_timeout`` (``data.decode_timeout``) bounds how long the workers may take per clip of a batch."""
     dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed, cache)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                      drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
-                      worker_init_fn=_worker_init if num_workers > 0 else None, generator=generator)
+    return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+                       drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
+                       worker_init_fn=_worker_init if num_workers > 0 else None, generator=generator,
+                       clip_timeout=clip_timeout)

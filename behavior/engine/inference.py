@@ -232,43 +232,56 @@ def results_of(classifier: Classifier, paths: Sequence[str], batch: Batch) -> li
     return [results[i] for i in sorted(results)]
 
 
-def _stream(classifier: Classifier, paths: list[str], batch_size: int, num_workers: int) -> Iterator[list[ClipResult]]:
+def _stream(classifier: Classifier, paths: list[str], batch_size: int, num_workers: int,
+            timeout: float | None) -> Iterator[list[ClipResult]]:
+    # A worker decodes a whole batch, so its wait is bounded per clip times the batch size.
     loader = DataLoader(PredictDataset(paths, classifier.settings), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_items,
                         pin_memory=classifier.device.type == "cuda",
-                        worker_init_fn=_one_thread if num_workers > 0 else None)
+                        worker_init_fn=_one_thread if num_workers > 0 else None,
+                        timeout=timeout * batch_size if timeout and num_workers > 0 else 0)
     for batch in loader:
         yield results_of(classifier, paths, batch)
 
 
-def _worker_died(err: RuntimeError) -> bool:
-    return "DataLoader worker" in str(err)
+def _worker_lost(err: RuntimeError) -> str | None:
+    """Why a DataLoader worker gave no batch (it died, or it hung past the timeout), or None for other errors."""
+    text = " ".join(str(err).split())
+    if "DataLoader worker" in text:
+        return f"decoder crashed ({text})"
+    if "DataLoader timed out" in text:
+        return "decoding timed out (abandoned)"
+    return None
 
 
 def classify_paths(classifier: Classifier, paths: Sequence[str], batch_size: int = 16,
-                   num_workers: int = 2) -> Iterator[list[ClipResult]]:
+                   num_workers: int = 2, timeout: float | None = None) -> Iterator[list[ClipResult]]:
     """Classify ``paths`` in order, yielding each batch's results (clips that failed included) as it is done.
 
-    With workers, even a decoder that crashes its process (rather than raising) costs one error row: the clips
-    that were in flight are redone one per fresh worker, so only the culprit is lost.
+    With workers, a decoder that crashes its process (rather than raising), or that hangs past ``timeout``
+    seconds for one clip, costs one error row: the clips that were in flight are redone one per fresh worker,
+    so only the culprit is lost. Without workers (``num_workers=0``) no timeout applies.
     """
     paths, done = list(paths), 0
     while done < len(paths):
         try:
-            for results in _stream(classifier, paths[done:], batch_size, num_workers):
+            for results in _stream(classifier, paths[done:], batch_size, num_workers, timeout):
                 done += len(results)
                 yield results
             return
         except RuntimeError as err:
-            if num_workers == 0 or not _worker_died(err):
+            if num_workers == 0 or not _worker_lost(err):
                 raise
         for path in paths[done: done + batch_size * num_workers * 2]:  # at most this many were in flight
             try:
-                results = [r for batch in _stream(classifier, [path], 1, 1) for r in batch]
+                results = [r for batch in _stream(classifier, [path], 1, 1, timeout) for r in batch]
             except RuntimeError as err:
-                if not _worker_died(err):
+                reason = _worker_lost(err)
+                if not reason:
                     raise
-                results = [ClipResult(path, error=f"decoder crashed ({' '.join(str(err).split())})")]
+                if reason.startswith("decoding timed out"):
+                    reason = f"decoding timed out after {timeout:g}s (abandoned)"
+                results = [ClipResult(path, error=reason)]
             done += 1
             yield results
 
