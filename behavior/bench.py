@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
 from behavior.cli import entry_point, hydra_run_dir
+from behavior.data.settings import check_keys
 from behavior.errors import ConfigError
 from behavior.models import build_model
-from behavior.train import train_run
+from behavior.train import TRAIN_KEYS, train_run
 
 MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 METRICS = ("top1", "mean_class_accuracy", "macro_f1")
@@ -178,6 +179,7 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
 
 @entry_point("bench")
 def main(cfg: DictConfig) -> None:
+    check_keys(cfg, "", (*TRAIN_KEYS, "bench"))
     bench_dir = hydra_run_dir()
     rows = run_bench(cfg, bench_dir)
     print((bench_dir / "results.md").read_text(encoding="utf-8"))

@@ -43,3 +43,11 @@ def check_number(key: str, value: object, minimum: float | None = None, maximum:
             bounds.append(f"<= {maximum:g}")
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{key}={value!r}: must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}")
+
+
+def require_number(key: str, value: object, **bounds) -> None:
+    """:func:`check_number` for a setting read outside a dataclass: a ``ConfigError`` (one line, exit 2)."""
+    try:
+        check_number(key, value, **bounds)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

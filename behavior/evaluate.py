@@ -15,6 +15,7 @@ from behavior.data.prepare import clip_cache, decode_timeout, make_loader, resol
 from behavior.data.prescan import prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig, sampling_config
+from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
 from behavior.engine.checkpoint import load_model
 from behavior.engine.loop import amp_enabled, predict
@@ -49,6 +50,8 @@ def main(cfg: DictConfig) -> float:
         raise ConfigError("checkpoint: give the checkpoint to evaluate (checkpoint=PATH/best.pt)")
     if not cfg.data.root and not cfg.data.manifest:
         raise ConfigError("data.root: give the clips to evaluate (data.root=DIR or data.manifest=FILE)")
+    data_config(cfg.data)
+    check_keys(cfg.decode, "decode", ("backend",))
     run_dir = hydra_run_dir()
     device = select_device(cfg.device)
     model, state = load_model(cfg.checkpoint, device)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from behavior.cli import entry_point, select_device
 from behavior.data.prepare import decode_timeout
 from behavior.data.scan import find_videos
+from behavior.data.settings import check_keys
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
 from behavior.timeline import COLUMNS as TIMELINE_COLUMNS
@@ -242,6 +243,7 @@ def check_config(cfg: DictConfig) -> tuple[str, ...]:
     for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
         _int(cfg, key, low)
     _int(cfg, "num_views", 1, none_ok=True)
+    check_keys(cfg.decode, "decode", ("backend", "max_short_side", "timeout"))
     decode_timeout(cfg.decode, "decode.timeout")
     extensions = cfg.extensions
     if (not OmegaConf.is_list(extensions) or not extensions

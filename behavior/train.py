@@ -10,8 +10,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from behavior.cli import entry_point, hydra_run_dir, select_device
+from behavior.config import require_number
 from behavior.data.prepare import clip_cache, decode_timeout, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
+from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.checkpoint import load_checkpoint
 from behavior.engine.loop import amp_enabled
@@ -23,6 +25,7 @@ from behavior.models import build_model
 from behavior.report import write_history
 from behavior.video.base import check_backend
 
+TRAIN_KEYS = ("data", "decode", "sampling", "transform", "model", "optim", "trainer", "seed")
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")
 
 
@@ -51,6 +54,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    require_number("seed", cfg.seed, integer=True)
     seed_everything(cfg.seed)
     device = select_device(cfg.trainer.device)
     sampling = sampling_config(cfg.sampling)
@@ -60,6 +64,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     # Every group is checked now, before clips are scanned or generated, not after hours of training.
     report_on = trainer_config(trainer).report_on
     optim = optim_config(cfg.optim)
+    data_config(cfg.data)
+    check_keys(cfg.decode, "decode", ("backend",))
     clip_timeout = decode_timeout(cfg.data)
     resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
@@ -145,6 +151,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
 
 @entry_point("train")
 def main(cfg: DictConfig) -> float:
+    check_keys(cfg, "", TRAIN_KEYS)
     result = train_run(cfg, hydra_run_dir())
     return result["metrics"].get("top1", float("nan"))
 

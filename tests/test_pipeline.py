@@ -127,7 +127,14 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            # Hydra's own composition errors, made one line by behavior.cli
                                            ("optim.lrr=1", "optim.lrr is not a known key"),
                                            ("optim=adamx", "optim=adamx: no such option"),
-                                           ("optim.lr=[", "optim.lr=[")])
+                                           ("optim.lr=[", "optim.lr=["),
+                                           # keys added with + to groups without a dataclass of their own
+                                           ("+data.foo=1", "data.foo is not a known key"),
+                                           ("+decode.foo=1", "decode.foo is not a known key"),
+                                           ("+foo=1", "foo is not a known key"),
+                                           ("data.val_fraction=abc", "data.val_fraction"),
+                                           ("seed=abc", "seed"),
+                                           ("data.root=/no/such/folder", "data.root: folder not found")])
 def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
     proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
                       override, check=False)

@@ -15,13 +15,13 @@ from behavior.data.prescan import DEFAULT_TIMEOUT, BadClip, prescan, write_bad_c
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
+from behavior.data.settings import PRESCAN_MODES
 from behavior.data.splits import Split, check_split_config, split_records, write_split
 from behavior.data.timed_loader import TimedLoader
 from behavior.data.transforms import TransformConfig
 from behavior.errors import ConfigError, DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PRESCAN_MODES = ("full", "quick", "off")
 
 
 @dataclass
