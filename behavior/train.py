@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.config import require_number
-from behavior.data.prepare import clip_cache, decode_timeout, make_loader, prepare_data
+from behavior.data.prepare import clip_cache, make_loader, prepare_data
 from behavior.data.sampling import sampling_config
 from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import build_transform, transform_config
@@ -64,9 +64,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     # Every group is checked now, before clips are scanned or generated, not after hours of training.
     report_on = trainer_config(trainer).report_on
     optim = optim_config(cfg.optim)
-    data_config(cfg.data)
+    clip_timeout = data_config(cfg.data).decode_timeout
     check_keys(cfg.decode, "decode", ("backend",))
-    clip_timeout = decode_timeout(cfg.data)
     resume = resume_path(trainer.get("resume"), run_dir)
     build_model(cfg.model, 2)  # a bad model option stops the run here, before clips are generated or scanned
     cache = clip_cache(cfg.data, backend, transform)

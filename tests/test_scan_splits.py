@@ -7,6 +7,7 @@ import pytest
 
 from behavior.data.records import ClipRecord
 from behavior.data.scan import find_videos, read_manifest, scan_folder
+from behavior.data.settings import data_config
 from behavior.data.splits import group_split, predefined_split, split_records, stratified_split
 from behavior.errors import ConfigError, DataError
 
@@ -104,3 +105,25 @@ def test_predefined_split_from_list_files(tmp_path):
     (tmp_path / "test.txt").write_text("nope.mp4\n")
     with pytest.raises(DataError, match="nope.mp4"):
         predefined_split(recs, {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}, tmp_path)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"split_files": {"train": "a.txt", "extra": "b.txt"}}, "data.split_files.extra is not a known key"),
+    ({"split_files": {"train": 3}}, "data.split_files.train=3: must be a path"),
+    ({"synthetic": {"workers": 0}}, "data.synthetic.workers=0: must be an integer >= 1"),
+    ({"synthetic": {"colour": 1}}, "data.synthetic.colour is not a known key"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "data.val_fraction + data.test_fraction"),
+    ({"scan_workers": 1.5}, "data.scan_workers=1.5: must be an integer"),
+    ({"decode_timeout": 0}, "data.decode_timeout=0: must be a number > 0"),
+    ({"root": 5}, "data.root=5: must be a path"),
+    ({"prescan": "sometimes"}, "data.prescan='sometimes': choose one of full, quick, off"),
+    ({"colour": 1}, "data.colour is not a known key"),
+])
+def test_data_config_names_the_bad_key(values, message):
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace("(", r"\(")):
+        data_config(values)
+
+
+def test_data_config_defaults_and_null_timeout():
+    assert data_config({}).decode_timeout == 120.0
+    assert data_config({"decode_timeout": None, "root": "clips"}).decode_timeout is None

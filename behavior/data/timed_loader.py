@@ -33,7 +33,7 @@ class TimedLoader(DataLoader):
             except StopIteration:
                 return
             except RuntimeError as err:
-                if "timed out" not in str(err) or self.clip_timeout is None:
+                if "DataLoader timed out" not in str(err) or self.clip_timeout is None:
                     raise
                 batch = _TIMED_OUT
             if batch is _TIMED_OUT:
