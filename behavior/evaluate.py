@@ -11,9 +11,10 @@ from omegaconf import DictConfig
 
 from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.data.cache import ClipCache
-from behavior.data.prepare import clip_cache, decode_timeout, make_loader, resolve_records
+from behavior.data.prepare import clip_cache, clip_regions, decode_timeout, make_loader, resolve_records
 from behavior.data.prescan import prescan, write_bad_clips
 from behavior.data.records import ClipRecord
+from behavior.data.roi import Region, roi_config
 from behavior.data.sampling import SamplingConfig, sampling_config
 from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
@@ -27,12 +28,13 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
                    transform: TransformConfig, backend: str, num_frames: Mapping[str, int] | None,
                    device: torch.device, amp: bool, loader_cfg: Mapping, out_dir: Path, split: str,
                    extra: Mapping | None = None, cache: ClipCache | None = None,
-                   clip_timeout: float | None = None) -> dict:
+                   clip_timeout: float | None = None, regions: Mapping[str, Region] | None = None) -> dict:
     """Predict every clip, write the report files into ``out_dir`` and print the per-class table."""
     class_to_idx = {name: i for i, name in enumerate(class_names)}
     loader = make_loader(records, class_to_idx, sampling, build_transform(transform, train=False), False,
                          loader_cfg["eval_batch_size"], loader_cfg["num_workers"], backend, dict(num_frames or {}),
-                         seed=0, pin_memory=device.type == "cuda", cache=cache, clip_timeout=clip_timeout)
+                         seed=0, pin_memory=device.type == "cuda", cache=cache, clip_timeout=clip_timeout,
+                         regions=regions)
     indices, labels, probs = predict(model, loader, device, amp, desc=f"evaluate {split}",
                                      progress=loader_cfg.get("progress", True))
     paths = [records[i].path for i in indices]
@@ -75,12 +77,15 @@ def main(cfg: DictConfig) -> float:
     amp = amp_enabled(cfg.amp, device)
     transform = transform_config(state["transform"])
     cache = clip_cache(cfg.data, backend, transform)
+    # The checkpoint's region settings: evaluation crops the way training did.
+    regions = clip_regions({"evaluate": scan.good}, roi_config(state.get("roi")), backend, scan.num_frames, run_dir,
+                           cfg.progress)
     metrics = evaluate_split(model, scan.good, class_names, sampling_config(sampling_dict),
                              transform, backend, scan.num_frames, device, amp,
                              {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
                               "progress": cfg.progress}, run_dir, "evaluate",
                              extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)},
-                             cache=cache, clip_timeout=decode_timeout(cfg.data))
+                             cache=cache, clip_timeout=decode_timeout(cfg.data), regions=regions)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics["top1"]
 

@@ -34,6 +34,7 @@ from behavior.timeline import classify_timelines, timelines_folder, window_confi
 
 LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
+ROI_COLUMN = "roi_box"  # with a region-of-interest checkpoint: "left top right bottom" in fractions of the frame
 ENCODING = ("utf-8", "surrogateescape")  # file names that are not UTF-8 round-trip byte for byte
 
 
@@ -52,6 +53,8 @@ def row_of(result: ClipResult, class_names: Sequence[str], k: int, extra: Sequen
     row = dict.fromkeys(columns_for(k, extra))
     row.update(path=result.path, status="ok" if result.ok else "error", warning=result.warning, error=result.error)
     row.update({key: result.extra.get(key) for key in extra})
+    if ROI_COLUMN in row and result.region.box is not None:
+        row[ROI_COLUMN] = " ".join(f"{v:.4f}" for v in result.region.box)
     if result.ok:
         best = top_k(result.probs, class_names, k)
         row.update(label=best[0][0], score=round(best[0][1], 6), num_frames=result.num_frames)
@@ -267,11 +270,11 @@ def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, 
 def run(cfg: DictConfig) -> dict[str, int]:
     extensions = check_config(cfg)
     windows = window_config(cfg)
-    extra = TIMELINE_COLUMNS if windows else ()
     paths = find_inputs(Path(str(cfg.input)), extensions)
     device = select_device(cfg.device)
     classifier = load_classifier(str(cfg.checkpoint), device, bool(cfg.amp), cfg.num_views, cfg.decode.backend,
                                  cfg.decode.max_short_side)
+    extra = (*(TIMELINE_COLUMNS if windows else ()), *((ROI_COLUMN,) if classifier.settings.roi.active else ()))
     k = min(cfg.top_k, len(classifier.class_names))
     output = Path(os.path.abspath(str(cfg.output)))
     out = PredictionsFile(output, columns_for(k, extra)).open()

@@ -29,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from behavior.atomic import atomic_open
+from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.sampling import sample_views
 from behavior.data.transforms import build_transform
-from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
+from behavior.engine.inference import Classifier, ClipResult, clip_region, failure_reason, read_salvaging
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader
 
@@ -112,15 +113,17 @@ def merge_windows(windows: Sequence[Segment]) -> list[Segment]:
     return segments
 
 
-def window_views(reader: VideoReader, spans: Sequence[tuple[int, int]], sampling, transform) -> torch.Tensor:
-    """Evaluation views of several windows, ``[B, V, 3, T, S, S]``, from one forward decode of their frames.
+def window_views(reader: VideoReader, spans: Sequence[tuple[int, int]], sampling, transform,
+                 region: Region = WHOLE_FRAME) -> torch.Tensor:
+    """Evaluation views of several windows, ``[B, V, 3, T, S, S]``, from one forward decode of their frames,
+    cropped to the video's ``region``.
 
     One sorted ``get_frames`` per batch lets the reader decode forward and seek only across long gaps,
     instead of seeking back to a keyframe once per window.
     """
     per_window = [[[first + i for i in view] for view in sample_views(count, sampling)] for first, count in spans]
     wanted = sorted({i for views in per_window for view in views for i in view})
-    frames = reader.get_frames(wanted)
+    frames = crop_frames(reader.get_frames(wanted), region)
     position = {index: k for k, index in enumerate(wanted)}
     return torch.stack([torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
                         for views in per_window])
@@ -133,6 +136,7 @@ class Timeline:
     num_frames: int
     duration: float
     warning: str = ""
+    region: Region = WHOLE_FRAME
 
     @property
     def segments(self) -> list[Segment]:
@@ -146,12 +150,15 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
         raise VideoDecodeError(reader.path, "frame rate unknown: windows cannot be placed in time")
     spans = window_spans(n, fps, config)
     transform = build_transform(classifier.settings.transform, train=False)
+    # One region for the whole video, from detections spread over it (see behavior.data.roi).
+    region = clip_region(reader, classifier.settings.roi)
     windows, all_probs = [], []
     with tqdm(total=len(spans), desc=name[-30:], unit="window", leave=False, disable=not progress,
               dynamic_ncols=True, position=1) as bar:
         for at in range(0, len(spans), batch_size):
             batch = spans[at: at + batch_size]
-            probs = classifier.probabilities(window_views(reader, batch, classifier.settings.sampling, transform))
+            probs = classifier.probabilities(window_views(reader, batch, classifier.settings.sampling, transform,
+                                                          region))
             for (first, count), p in zip(batch, probs.numpy(), strict=True):
                 best = int(np.argmax(p))
                 windows.append(Segment(first / fps, (first + count) / fps, classifier.class_names[best],
@@ -161,7 +168,7 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     weights = np.array([end - start for start, end in owned_spans(windows)])
     weights = weights if weights.sum() > 0 else np.ones(len(windows))
     probs = (np.stack(all_probs) * weights[:, None]).sum(0) / weights.sum()
-    return Timeline(windows, probs, n, n / fps)
+    return Timeline(windows, probs, n, n / fps, region=region)
 
 
 def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batch_size: int,
@@ -173,7 +180,7 @@ def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batc
         return classify_reader(classifier, reader, config, batch_size, progress, name)
 
     timeline, _, warning = read_salvaging(path, classifier.settings, classify)
-    timeline.warning = warning
+    timeline.warning = "; ".join(w for w in (warning, timeline.region.note()) if w)
     return timeline
 
 
@@ -257,5 +264,5 @@ def classify_timelines(classifier: Classifier, paths: Sequence[str], config: Win
         except Exception as exc:  # one bad video costs one error row, as in clip mode
             yield [ClipResult(path, error=failure_reason(path, exc))]
             continue
-        yield [ClipResult(path, timeline.probs, timeline.num_frames, timeline.warning,
+        yield [ClipResult(path, timeline.probs, timeline.num_frames, timeline.warning, region=timeline.region,
                           extra={"segments": len(segments), "timeline": str(csv_path)})]

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.config import require_number
-from behavior.data.prepare import clip_cache, make_loader, prepare_data
+from behavior.data.prepare import clip_cache, clip_regions, make_loader, prepare_data
+from behavior.data.roi import roi_config, roi_dict
 from behavior.data.sampling import sampling_config
 from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import build_transform, transform_config
@@ -25,7 +26,7 @@ from behavior.models import build_model
 from behavior.report import write_history
 from behavior.video.base import check_backend
 
-TRAIN_KEYS = ("data", "decode", "sampling", "transform", "model", "optim", "trainer", "seed")
+TRAIN_KEYS = ("data", "decode", "sampling", "roi", "transform", "model", "optim", "trainer", "seed")
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")
 
 
@@ -59,6 +60,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     device = select_device(cfg.trainer.device)
     sampling = sampling_config(cfg.sampling)
     transform = transform_config(cfg.transform)
+    roi = roi_config(cfg.get("roi"))
     trainer = cfg.trainer
     backend = check_backend(cfg.decode.backend)
     # Every group is checked now, before clips are scanned or generated, not after hours of training.
@@ -74,14 +76,16 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     data = prepare_data(cfg.data, backend, split_seed, run_dir, progress=trainer.progress)
     sizes = {name: len(recs) for name, recs in data.split.parts().items()}
     print(f"{len(data.class_names)} classes {data.class_names}; clips: {sizes}; run dir: {run_dir}")
+    regions = clip_regions(data.split.parts(), roi, backend, data.num_frames, run_dir, trainer.progress)
     if cache is not None:
-        print(cache.summary([r.path for recs in data.split.parts().values() for r in recs], data.num_frames))
+        print(cache.summary([r.path for recs in data.split.parts().values() for r in recs], data.num_frames,
+                            regions))
 
     def loader(name: str, train: bool):
         return make_loader(data.split.parts()[name], data.class_to_idx, sampling, build_transform(transform, train),
                            train, trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
                            backend, data.num_frames, cfg.seed, pin_memory=device.type == "cuda", cache=cache,
-                           clip_timeout=clip_timeout)
+                           clip_timeout=clip_timeout, regions=regions)
 
     train_loader, val_loader = loader("train", True), loader("val", False)
     model = build_model(cfg.model, len(data.class_names)).to(device)
@@ -110,6 +114,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
         "class_names": data.class_names,
         "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
         "transform": OmegaConf.to_container(cfg.transform, resolve=True),
+        "roi": roi_dict(roi),
         "decode": OmegaConf.to_container(cfg.decode, resolve=True),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -141,7 +146,8 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     metrics = evaluate_split(model, data.split.parts()[split_name], data.class_names, sampling, transform, backend,
                              data.num_frames, device, amp, trainer, run_dir, split_name,
                              extra={"best_epoch": best["epoch"], "epochs_run": state.epoch,
-                                    "checkpoint": f"{report_on}.pt"}, cache=cache, clip_timeout=clip_timeout)
+                                    "checkpoint": f"{report_on}.pt"}, cache=cache, clip_timeout=clip_timeout,
+                             regions=regions)
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(data.split.parts()[split_name]), wall_seconds=time.perf_counter() - start)
     print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")

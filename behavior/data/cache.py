@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import torchvision
 from torchvision import tv_tensors
 
 from behavior.atomic import atomic_open
+from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.transforms import geometric_resize
 from behavior.video import open_video
 
@@ -61,10 +62,12 @@ def pool_indices(total: int, max_frames: int) -> list[int]:
     return [((2 * i + 1) * total) // (2 * max_frames) for i in range(max_frames)]
 
 
-def decode_pool(path: str, settings: CacheSettings, total_hint: int | None = None) -> np.ndarray:
-    """Decode and resize the pool of ``path``: uint8 ``[N, H, W, 3]``.
+def decode_pool(path: str, settings: CacheSettings, total_hint: int | None = None,
+                region: Region = WHOLE_FRAME) -> np.ndarray:
+    """Decode, crop to ``region`` and resize the pool of ``path``: uint8 ``[N, H, W, 3]``.
 
     ``total_hint`` is the pre-scan's count of frames that really decode (the dataset uses the same bound).
+    The crop comes before the resize so a small face or person keeps the source's detail.
     """
     resize = geometric_resize(settings.resize, settings.size)
     with open_video(path, backend=settings.backend) as reader:
@@ -72,7 +75,7 @@ def decode_pool(path: str, settings: CacheSettings, total_hint: int | None = Non
         pool = pool_indices(total, settings.max_frames)
         chunks = []
         for start in range(0, len(pool), DECODE_CHUNK):
-            frames = reader.get_frames(pool[start:start + DECODE_CHUNK])
+            frames = crop_frames(reader.get_frames(pool[start:start + DECODE_CHUNK]), region)
             video = resize(tv_tensors.Video(frames.permute(0, 3, 1, 2)))
             chunks.append(video.as_subclass(torch.Tensor).permute(0, 2, 3, 1).numpy())
     return np.ascontiguousarray(np.concatenate(chunks))
@@ -106,35 +109,38 @@ class ClipCache:
         self.misses = 0
         self.writable = True
 
-    def describe_key(self, path: str, total_hint: int | None = None) -> dict:
+    def describe_key(self, path: str, total_hint: int | None = None, region: Region = WHOLE_FRAME) -> dict:
         stat = os.stat(path)
-        return {"source": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                "total_hint": total_hint, **asdict(self.settings), "torchvision": torchvision.__version__,
-                "format": FORMAT_VERSION}
+        key = {"source": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+               "total_hint": total_hint, **asdict(self.settings), "torchvision": torchvision.__version__,
+               "format": FORMAT_VERSION}
+        if region.box is not None:  # only then: whole-frame entries keep the keys they had before regions existed
+            key["roi_box"] = [round(v, 6) for v in region.box]
+        return key
 
-    def entry(self, path: str, total_hint: int | None = None) -> Path:
+    def entry(self, path: str, total_hint: int | None = None, region: Region = WHOLE_FRAME) -> Path:
         """Where the pool of ``path`` lives under the current settings (it may not exist yet)."""
-        text = json.dumps(self.describe_key(path, total_hint), sort_keys=True)
+        text = json.dumps(self.describe_key(path, total_hint, region), sort_keys=True)
         key = hashlib.sha1(text.encode("utf-8")).hexdigest()
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, path: str, total_hint: int | None = None) -> np.ndarray:
+    def get(self, path: str, total_hint: int | None = None, region: Region = WHOLE_FRAME) -> np.ndarray:
         """uint8 ``[N, H, W, 3]``: memory-mapped when cached, freshly decoded (and stored) otherwise."""
-        file = self.entry(path, total_hint)
+        file = self.entry(path, total_hint, region)
         frames = load_entry(file)
         if frames is not None:
             self.hits += 1
             return frames
         self.misses += 1
-        frames = decode_pool(path, self.settings, total_hint)
+        frames = decode_pool(path, self.settings, total_hint, region)
         if self.writable:
-            self._store(file, frames, path, total_hint)
+            self._store(file, frames, path, total_hint, region)
         return frames
 
-    def _store(self, file: Path, frames: np.ndarray, path: str, total_hint: int | None) -> None:
+    def _store(self, file: Path, frames: np.ndarray, path: str, total_hint: int | None, region: Region) -> None:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            info = {**self.describe_key(path, total_hint), "shape": list(frames.shape)}
+            info = {**self.describe_key(path, total_hint, region), "shape": list(frames.shape)}
             # The sidecar goes first: an .npy never exists without the note saying where it came from.
             with atomic_open(file.with_suffix(".json"), "w", encoding="utf-8") as fh:
                 fh.write(json.dumps(info, indent=1))
@@ -146,14 +152,15 @@ class ClipCache:
             print(f"warning: clip cache {self.root} is not writable ({err}); decoding clips without caching",
                   file=sys.stderr, flush=True)
 
-    def summary(self, paths: Iterable[str], hints: dict[str, int] | None = None) -> str:
+    def summary(self, paths: Iterable[str], hints: dict[str, int] | None = None,
+                regions: Mapping[str, Region] | None = None) -> str:
         """One line for the run log: where the cache is and how much of ``paths`` it already holds."""
-        hints = hints or {}
+        hints, regions = hints or {}, regions or {}
         cached, nbytes, total = 0, 0, 0
         for path in paths:
             total += 1
             try:
-                file = self.entry(path, hints.get(path))
+                file = self.entry(path, hints.get(path), regions.get(path, WHOLE_FRAME))
                 nbytes += file.stat().st_size
                 cached += 1
             except OSError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from behavior.data.cache import ClipCache
 from behavior.data.records import ClipRecord
+from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
 from behavior.video import open_video
 
@@ -22,11 +23,15 @@ class ClipDataset(Dataset):
 
     With a ``cache`` the frames come from the clip's cached pool (see ``behavior.data.cache``) and the
     sampler runs over the pool; without one each item decodes only the frames it samples.
+
+    ``regions`` (from ``behavior.data.roi.find_regions``) crops each clip's frames to its region before the
+    transform; a clip without an entry keeps the whole frame.
     """
 
     def __init__(self, records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig,
                  transform: Callable[[torch.Tensor], torch.Tensor], train: bool, backend: str = "pyav",
-                 num_frames: dict[str, int] | None = None, seed: int = 0, cache: ClipCache | None = None):
+                 num_frames: dict[str, int] | None = None, seed: int = 0, cache: ClipCache | None = None,
+                 regions: Mapping[str, Region] | None = None):
         self.records = list(records)
         self.class_to_idx = class_to_idx
         self.sampling = sampling
@@ -36,6 +41,7 @@ class ClipDataset(Dataset):
         self.num_frames = num_frames or {}
         self.seed = seed
         self.cache = cache
+        self.regions = dict(regions or {})
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,8 +56,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int):
         record = self.records[index]
         item_seed = [self.seed, self.epoch, index]
-        if self.cache is not None:
-            pool = self.cache.get(record.path, self.num_frames.get(record.path))
+        region = self.regions.get(record.path, WHOLE_FRAME)
+        if self.cache is not None:  # the cache stores the frames already cropped
+            pool = self.cache.get(record.path, self.num_frames.get(record.path), region)
             views = self._views(len(pool), item_seed)
             wanted = sorted({i for view in views for i in view})
             frames = torch.from_numpy(np.ascontiguousarray(pool[wanted]))  # copies out of the memory map
@@ -61,7 +68,7 @@ class ClipDataset(Dataset):
                 views = self._views(total, item_seed)
                 # One decode pass for all views: frames shared between views are read once.
                 wanted = sorted({i for view in views for i in view})
-                frames = reader.get_frames(wanted)
+                frames = crop_frames(reader.get_frames(wanted), region)
         position = {frame_index: k for k, frame_index in enumerate(wanted)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence(item_seed).generate_state(1)[0]))

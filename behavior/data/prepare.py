@@ -13,6 +13,7 @@ from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
 from behavior.data.prescan import DEFAULT_TIMEOUT, BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
+from behavior.data.roi import Region, RoiConfig, find_regions, summarise_regions, write_regions
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
 from behavior.data.settings import PRESCAN_MODES
@@ -109,6 +110,19 @@ def clip_cache(data_cfg: Mapping, backend: str, transform: TransformConfig) -> C
                      CacheSettings(backend, transform.resize, transform.size, max_frames))
 
 
+def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, backend: str,
+                 num_frames: Mapping[str, int], run_dir: Path, progress: bool = True) -> dict[str, Region]:
+    """Each clip's region of interest, listed in ``run_dir/roi.csv``; empty (whole frames) with ``roi=none``."""
+    if not roi.active:
+        return {}
+    start = time.perf_counter()
+    records = [r for recs in parts.values() for r in recs]
+    regions = find_regions(records, roi, backend, num_frames, progress)
+    write_regions(run_dir / "roi.csv", regions)
+    print(f"{summarise_regions(regions, roi.kind, 'roi.csv')} ({time.perf_counter() - start:.1f}s)")
+    return regions
+
+
 def _worker_init(_: int) -> None:
     # Each loader worker decodes one clip at a time; letting it spawn torch threads only starves training.
     torch.set_num_threads(1)
@@ -117,9 +131,11 @@ def _worker_init(_: int) -> None:
 def make_loader(records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig, transform,
                 train: bool, batch_size: int, num_workers: int, backend: str, num_frames: dict[str, int] | None,
                 seed: int, pin_memory: bool = False, cache: ClipCache | None = None,
-                clip_timeout: float | None = None) -> TimedLoader:
-    """``clip_timeout`` (``data.decode_timeout``) bounds how long the workers may take per clip of a batch."""
-    dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed, cache)
+                clip_timeout: float | None = None, regions: Mapping[str, Region] | None = None) -> TimedLoader:
+    """``clip_timeout`` (``data.decode_timeout``) bounds how long the workers may take per clip of a batch;
+    ``regions`` crops each clip to its region of interest."""
+    dataset = ClipDataset(records, class_to_idx, sampling, transform, train, backend, num_frames, seed, cache,
+                          regions)
     generator = torch.Generator().manual_seed(seed)
     return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                        drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,

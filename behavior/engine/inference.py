@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, crop_frames, detect_region, detection_indices, roi_config
 from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
 from behavior.engine.checkpoint import CheckpointError, load_model
@@ -41,6 +42,7 @@ class ClipSettings:
     transform: TransformConfig
     backend: str = "pyav"
     max_short_side: int | None = None  # downscale on decode (big clips), or None for full-size frames
+    roi: RoiConfig = RoiConfig()  # the checkpoint's region of interest (kind none: whole frames)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ClipInput:
     views: torch.Tensor  # [V, 3, T, S, S]
     num_frames: int  # frames the views were sampled from
     warning: str = ""
+    region: Region = WHOLE_FRAME
 
 
 @dataclass
@@ -57,6 +60,7 @@ class ClipResult:
     num_frames: int = 0
     warning: str = ""
     error: str = ""
+    region: Region = WHOLE_FRAME
     extra: dict = field(default_factory=dict)  # further output columns (window mode: its timeline)
 
     @property
@@ -64,16 +68,25 @@ class ClipResult:
         return self.probs is not None
 
 
+def clip_region(reader: VideoReader, roi: RoiConfig, first: int = 0, count: int | None = None) -> Region:
+    """The region of interest of frames ``[first, first + count)`` of an open clip (whole frame with roi=none)."""
+    if not roi.active:
+        return WHOLE_FRAME
+    count = len(reader) - first if count is None else count
+    return detect_region(reader.get_frames([first + i for i in detection_indices(count, roi.detect_frames)]), roi)
+
+
 def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0,
-             count: int | None = None) -> torch.Tensor:
-    """Evaluation views of frames ``[first, first + count)`` of an open clip, transformed: ``[V, 3, T, S, S]``.
+             count: int | None = None, region: Region = WHOLE_FRAME) -> torch.Tensor:
+    """Evaluation views of frames ``[first, first + count)`` of an open clip, cropped to ``region`` and
+    transformed: ``[V, 3, T, S, S]``.
 
     One decode pass serves all views. A window mode over a long video calls this once per window.
     """
     count = len(reader) - first if count is None else count
     views = [[first + i for i in view] for view in sample_views(count, sampling)]
     wanted = sorted({i for view in views for i in view})
-    frames = reader.get_frames(wanted)
+    frames = crop_frames(reader.get_frames(wanted), region)
     position = {index: k for k, index in enumerate(wanted)}
     return torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
 
@@ -109,9 +122,15 @@ def read_salvaging(path: str, settings: ClipSettings, use: Callable[[VideoReader
 
 
 def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
-    """Decode, sample and transform one clip; raises VideoDecodeError when nothing usable decodes."""
-    views, n, warning = read_salvaging(path, settings, lambda reader: views_of(reader, settings.sampling, transform))
-    return ClipInput(views, n, warning)
+    """Decode, find the region, sample and transform one clip; raises VideoDecodeError when nothing usable
+    decodes."""
+
+    def use(reader: VideoReader) -> tuple[torch.Tensor, Region]:
+        region = clip_region(reader, settings.roi)
+        return views_of(reader, settings.sampling, transform, region=region), region
+
+    (views, region), n, warning = read_salvaging(path, settings, use)
+    return ClipInput(views, n, "; ".join(w for w in (warning, region.note()) if w), region)
 
 
 def failure_reason(path: str, exc: BaseException) -> str:
@@ -144,7 +163,7 @@ class PredictDataset(Dataset):
 @dataclass
 class Batch:
     videos: torch.Tensor | None  # [B, V, 3, T, S, S] of the clips that decoded, or None when none did
-    ok: list[tuple[int, int, str]]  # (index, num_frames, warning), in the order of ``videos``
+    ok: list[tuple[int, int, str, Region]]  # (index, num_frames, warning, region), in the order of ``videos``
     errors: list[tuple[int, str]]  # (index, reason)
 
     def pin_memory(self) -> Batch:  # DataLoader(pin_memory=True) calls this on custom batch types
@@ -156,7 +175,7 @@ class Batch:
 def collate_items(items) -> Batch:
     good = [item for item in items if item[0] == "ok"]
     videos = torch.stack([item[2].views for item in good]) if good else None
-    return Batch(videos, [(i, clip.num_frames, clip.warning) for _, i, clip in good],
+    return Batch(videos, [(i, clip.num_frames, clip.warning, clip.region) for _, i, clip in good],
                  [(i, reason) for status, i, reason in items if status == "error"])
 
 
@@ -191,12 +210,14 @@ def check_decoder(backend: str) -> str:
 
 
 def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, num_views: int | None = None,
-                    backend: str | None = None, max_short_side: int | str | None = "auto") -> Classifier:
-    """The checkpoint's model with its own classes, sampling and transforms.
+                    backend: str | None = None, max_short_side: int | str | None = "auto",
+                    roi: RoiConfig | None = None) -> Classifier:
+    """The checkpoint's model with its own classes, sampling, region of interest and transforms.
 
-    ``num_views`` and ``backend`` override the checkpoint's (None keeps them). ``max_short_side="auto"``
-    decodes big clips straight to twice the transform's resize target, leaving the final antialiased resize
-    to the same transform training used; clips already that small are decoded as they are.
+    ``num_views``, ``backend`` and ``roi`` override the checkpoint's (None keeps them). ``max_short_side="auto"``
+    decodes big clips straight to twice the transform's resize target (four times with a region of interest,
+    so a region a quarter of the frame high still has the detail training saw), leaving the final antialiased
+    resize to the same transform training used; clips already that small are decoded as they are.
     """
 
     model, state = load_model(checkpoint, device)
@@ -208,13 +229,14 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     if num_views is not None:
         sampling["num_views"] = num_views
     transform = transform_config(state["transform"])
+    roi = roi or roi_config(state.get("roi"))
     if max_short_side == "auto":
-        max_short_side = 2 * transform.size
+        max_short_side = (4 if roi.active else 2) * transform.size
     elif max_short_side is not None and (not isinstance(max_short_side, int) or isinstance(max_short_side, bool)
                                          or max_short_side < 1):
         raise ConfigError(f"decode.max_short_side={max_short_side!r}: use auto, null or a number of pixels >= 1")
     backend = check_decoder(backend or (state.get("decode") or {}).get("backend") or "pyav")
-    settings = ClipSettings(sampling_config(sampling), transform, backend, max_short_side)
+    settings = ClipSettings(sampling_config(sampling), transform, backend, max_short_side, roi)
     return Classifier(model, list(state["class_names"]), settings, device, amp_enabled(amp, device))
 
 
@@ -227,8 +249,8 @@ def results_of(classifier: Classifier, paths: Sequence[str], batch: Batch) -> li
     results = {i: ClipResult(paths[i], error=reason) for i, reason in batch.errors}
     if batch.videos is not None:
         probs = classifier.probabilities(batch.videos).numpy()
-        for (i, frames, warning), p in zip(batch.ok, probs, strict=True):
-            results[i] = ClipResult(paths[i], p, frames, warning)
+        for (i, frames, warning, region), p in zip(batch.ok, probs, strict=True):
+            results[i] = ClipResult(paths[i], p, frames, warning, region=region)
     return [results[i] for i in sorted(results)]
 
 
