@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from behavior.data.dataset import ClipDataset
+from behavior.data.detectors import Detection
+from behavior.data.faces import face_clip
 from behavior.data.records import ClipRecord
 from behavior.data.roi import (
     WHOLE_FRAME,
@@ -19,14 +21,12 @@ from behavior.data.roi import (
     region_of_clip,
     roi_config,
 )
-from behavior.data.detectors import Detection
 from behavior.data.sampling import sample_views, sampling_config
 from behavior.data.transforms import build_transform, transform_config
 from behavior.engine.inference import ClipSettings, load_clip
 from behavior.errors import ConfigError
 from behavior.video import open_video
 from behavior.video.writer import write_video
-from tests.face_clips import face_clip
 
 FACE = roi_config({"kind": "face"})
 SAMPLING = sampling_config({"mode": "tsn", "num_frames": 8, "num_views": 1})

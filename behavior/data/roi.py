@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,6 +170,31 @@ def detect_region(frames: torch.Tensor | np.ndarray, cfg: RoiConfig) -> Region:
     detector = detector_for(cfg.kind, cfg.detect_size, cfg.min_size)
     height, width = frames.shape[1:3]
     return merge_detections([detector(frame) for frame in frames], cfg, width / height)
+
+
+class RegionTracker:
+    """The streaming form of :func:`detect_region`, for live mode: the detector runs on one new frame at most every
+    ``every`` frames, and the detections of the last ``detect_frames`` such frames still in the window are merged."""
+
+    def __init__(self, cfg: RoiConfig, every: int = 1) -> None:
+        self.cfg = cfg
+        self.every = every
+        self.recent: deque[tuple[int, list[Detection]]] = deque(maxlen=cfg.detect_frames)
+        self.region = WHOLE_FRAME
+
+    def update(self, index: int, frame: np.ndarray, oldest: int) -> Region:
+        """The region for a window ending at frame ``index`` (``frame``) and starting at frame ``oldest``."""
+        if not self.cfg.active:
+            return WHOLE_FRAME
+        if self.recent and index - self.recent[-1][0] < self.every:
+            return self.region  # detected recently enough: detection costs more than the classifier
+        detector = detector_for(self.cfg.kind, self.cfg.detect_size, self.cfg.min_size)
+        self.recent.append((index, detector(frame)))
+        while self.recent and self.recent[0][0] < oldest:
+            self.recent.popleft()
+        height, width = frame.shape[:2]
+        self.region = merge_detections([found for _, found in self.recent], self.cfg, width / height)
+        return self.region
 
 
 def region_of_clip(path: str, cfg: RoiConfig, backend: str = "pyav", total_hint: int | None = None) -> Region:

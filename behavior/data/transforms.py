@@ -134,6 +134,18 @@ class ToChannelsFirst(nn.Module):
         return video.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
 
 
+def visible_box(box: tuple[int, int, int, int], cfg: TransformConfig) -> tuple[int, int, int, int]:
+    """The part of the frame region ``box`` (left, top, right, bottom in pixels) that survives the eval transform's
+    resize and centre crop: where the model's input, and so its attention map, lies in the frame."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
+    scale = cfg.size / (min(width, height) if cfg.resize == "short_side" else max(width, height))
+    side = cfg.crop_size / scale
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    return (max(left, round(cx - side / 2)), max(top, round(cy - side / 2)), min(right, round(cx + side / 2)),
+            min(bottom, round(cy + side / 2)))
+
+
 def letterbox_fill(cfg: TransformConfig) -> list[int]:
     """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize."""
     return [round(m * 255) for m in cfg.mean]

@@ -215,9 +215,9 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     """The checkpoint's model with its own classes, sampling, region of interest and transforms.
 
     ``num_views``, ``backend`` and ``roi`` override the checkpoint's (None keeps them). ``max_short_side="auto"``
-    decodes big clips straight to twice the transform's resize target (four times with a region of interest,
-    so a region a quarter of the frame high still has the detail training saw), leaving the final antialiased
-    resize to the same transform training used; clips already that small are decoded as they are.
+    decodes big clips straight to twice the transform's resize target, leaving the final antialiased resize to
+    the same transform training used; clips already that small are decoded as they are. With a region of
+    interest, auto decodes full-size frames: the detector and the crop then see what they saw in training.
     """
 
     model, state = load_model(checkpoint, device)
@@ -231,7 +231,7 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     transform = transform_config(state["transform"])
     roi = roi or roi_config(state.get("roi"))
     if max_short_side == "auto":
-        max_short_side = (4 if roi.active else 2) * transform.size
+        max_short_side = None if roi.active else 2 * transform.size
     elif max_short_side is not None and (not isinstance(max_short_side, int) or isinstance(max_short_side, bool)
                                          or max_short_side < 1):
         raise ConfigError(f"decode.max_short_side={max_short_side!r}: use auto, null or a number of pixels >= 1")

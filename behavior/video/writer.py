@@ -17,6 +17,65 @@ CODECS = {
 }
 
 
+class VideoWriter:
+    """Encode RGB frames one at a time (a live stream's annotated output, or a whole clip via ``write_video``).
+
+    ``fragmented=True`` writes an MP4 in self-contained fragments (a keyframe every ``keyframe_every`` frames):
+    a process killed mid-recording leaves a file that plays up to its last complete fragment, instead of an
+    MP4 without its index. Frames of odd width or height lose their last column or row (yuv420p needs even
+    sizes).
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float = 25.0, codec: str = "h264",
+                 quality: int | None = None, preset: str = "veryfast", fragmented: bool = False,
+                 keyframe_every: int | None = None) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"write_video: unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+        encoder, pix_fmt = CODECS[codec]
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.width, self.height = width - width % 2, height - height % 2
+        if self.width < 2 or self.height < 2:
+            raise ValueError(f"write_video: frames of {width}x{height} are too small to encode")
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if fragmented else {}
+        self.container = av.open(str(self.path), mode="w", options=options)
+        self.stream = self.container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1001))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, pix_fmt
+        if keyframe_every:
+            self.stream.codec_context.gop_size = keyframe_every
+        codec_options = {}
+        if codec in ("h264", "hevc"):
+            codec_options = {"crf": str(18 if quality is None else quality), "preset": preset}
+            if codec == "hevc":
+                codec_options["x265-params"] = "log-level=error"
+        else:
+            # Fixed quantiser: keeps test clips close to their source frames.
+            self.stream.codec_context.qscale = 2 if quality is None else quality
+            self.stream.codec_context.flags |= av.codec.context.Flags.qscale
+        self.stream.options = codec_options
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame[: self.height, : self.width])
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.mux(self.stream.encode(None))  # flush the frames the encoder still holds
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, codec: str = "h264",
                 quality: int | None = None) -> Path:
     """Write ``frames`` (``[T, H, W, 3]`` uint8 RGB, even H and W) to ``path``; returns the path.
@@ -26,28 +85,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, codec: 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_video: expected uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    if codec not in CODECS:
-        raise ValueError(f"write_video: unknown codec {codec!r}; choose one of {sorted(CODECS)}")
-    encoder, pix_fmt = CODECS[codec]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = frames.shape[1:3]
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(encoder, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        options = {}
-        if codec in ("h264", "hevc"):
-            options = {"crf": str(18 if quality is None else quality), "preset": "veryfast"}
-            if codec == "hevc":
-                options["x265-params"] = "log-level=error"
-        else:
-            # Fixed quantiser: keeps test clips close to their source frames.
-            stream.codec_context.qscale = 2 if quality is None else quality
-            stream.codec_context.flags |= av.codec.context.Flags.qscale
-        stream.options = options
+    with VideoWriter(path, frames.shape[2], frames.shape[1], fps, codec, quality) as writer:
         for frame in frames:
-            packet = stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
-            container.mux(packet)
-        container.mux(stream.encode(None))
-    return path
+            writer.write(frame)
+    return Path(path)

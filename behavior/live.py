@@ -1,0 +1,239 @@
+"""``python -m behavior.live checkpoint=PATH source=0|FILE|URL``: classify a stream as it plays.
+
+The reading loop keeps a ring buffer of the last ``window`` seconds, hands it to a worker thread every ``stride``
+frames (``behavior.engine.stream``) and writes each frame, annotated with the newest prediction made at or
+before it, to ``output``. A frame is written once that prediction exists, so the file shows what a viewer saw
+live, one latency later. Files are never dropped from: every ``stride``-th frame gets its own label. A live
+source drops the classifications the worker cannot keep up with instead of falling behind the camera.
+
+Ctrl-C (SIGINT), SIGTERM or ``q`` in the window stop reading; the frames read so far are written and the video
+is closed properly. The output is a fragmented MP4, so even a killed process leaves a playable file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from behavior.cli import entry_point, select_device
+from behavior.config import require_number
+from behavior.data.roi import roi_config
+from behavior.data.sampling import sample_views
+from behavior.engine.inference import load_classifier
+from behavior.engine.stream import Job, Prediction, StreamClassifier
+from behavior.errors import ConfigError
+from behavior.report.annotate import Annotation, annotate
+from behavior.report.display import Display
+from behavior.video.stream import DEFAULT_FPS, FrameSource, open_source
+from behavior.video.writer import VideoWriter
+
+OUTPUT_SUFFIXES = (".mp4", ".mkv", ".avi")
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    predictions: int = 0
+    dropped: int = 0  # classifications skipped because the worker was busy (live sources only)
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    labels: list[tuple[int, str, float]] = field(default_factory=list)  # (frame index, label, score) per prediction
+    stopped: str = ""  # why reading stopped before the source ended
+
+    def add(self, predictions: list[Prediction]) -> None:
+        self.predictions += len(predictions)
+        self.latencies += [p.latency for p in predictions]
+        self.labels += [(p.index, p.label, p.score) for p in predictions]
+
+    def summary(self, fps: float) -> str:
+        rate = self.frames / max(self.seconds, 1e-9)
+        lines = [f"live: {self.frames} frame(s) in {self.seconds:.1f}s = {rate:.1f} frames/s "
+                 f"({rate / fps:.2f}x real time at {fps:g} fps); {self.predictions} prediction(s)"
+                 + (f", {self.dropped} skipped while the classifier was busy" if self.dropped else "")]
+        if self.latencies:
+            ms = np.asarray(self.latencies) * 1000
+            lines.append(f"latency frame -> label: mean {ms.mean():.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, "
+                         f"max {ms.max():.0f} ms")
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}")
+        return "\n".join(lines)
+
+
+def _settings(cfg: DictConfig) -> dict:
+    """Checked values of the command's keys, before the checkpoint is loaded or the camera opened."""
+    if not cfg.get("checkpoint"):
+        raise ConfigError("checkpoint: give the checkpoint to run (checkpoint=PATH/best.pt)")
+    require_number("stride", cfg.stride, minimum=1, integer=True)
+    require_number("window", cfg.window, minimum=0, above=True)
+    require_number("detect_every", cfg.detect_every, minimum=1, integer=True)
+    if cfg.max_frames is not None:
+        require_number("max_frames", cfg.max_frames, minimum=1, integer=True)
+    if cfg.fps is not None:
+        require_number("fps", cfg.fps, minimum=0, above=True)
+    for key in ("show", "heatmap", "amp"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]!r}: must be true or false")
+    if cfg.drop not in ("auto", True, False):
+        raise ConfigError(f"drop={cfg.drop!r}: use auto, true or false")
+    if cfg.threads != "auto":
+        require_number("threads", cfg.threads, minimum=1, integer=True)
+    output = None
+    if cfg.output:
+        output = Path(str(cfg.output))
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise ConfigError(f"output={output}: name a {', '.join(OUTPUT_SUFFIXES)} file")
+        if output.exists():
+            raise ConfigError(f"output={output} already exists; it is left untouched: give another name")
+    return {"output": output, "roi": roi_config(cfg.roi) if cfg.get("roi") is not None else None}
+
+
+class FrameQueue:
+    """Frames read but not yet written, each waiting for the prediction that covers it."""
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[int, np.ndarray]] = deque()
+        self.outstanding: deque[int] = deque()  # indices of submitted jobs without a prediction yet
+        self.latest: Prediction | None = None
+        self.found: deque[Prediction] = deque()  # predictions not yet in force (their frame is still queued)
+
+    def ready(self, predictions: list[Prediction]) -> list[tuple[np.ndarray, Prediction | None]]:
+        """Frames that can be written now, each with the prediction in force at it."""
+        for p in predictions:
+            self.outstanding.remove(p.index)
+            self.found.append(p)
+        out = []
+        while self.frames and (not self.outstanding or self.frames[0][0] < self.outstanding[0]):
+            index, frame = self.frames.popleft()
+            while self.found and self.found[0].index <= index:
+                self.latest = self.found.popleft()
+            out.append((frame, self.latest))
+        return out
+
+
+def _annotation(p: Prediction | None, roi_kind: str, heatmap: bool) -> Annotation | None:
+    if p is None:
+        return None
+    note = "" if p.region.found or roi_kind == "none" else f"no {roi_kind} found: whole frame"
+    return Annotation(p.label, p.score, p.box, p.seen, p.heat if heatmap else None, note)
+
+
+def _stop_on_sigterm(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def stream(source: FrameSource, worker: StreamClassifier, cfg: DictConfig, fps: float, writer: VideoWriter | None,
+           display: Display | None) -> LiveStats:
+    """The reading loop: buffer, submit, write what is ready; returns the counts for the summary."""
+    window = max(1, round(cfg.window * fps))
+    sampled = max(len(v) for v in sample_views(window, worker.classifier.settings.sampling))
+    ring: deque[np.ndarray] = deque(maxlen=window)
+    drop = source.live if cfg.drop == "auto" else bool(cfg.drop)
+    kind = worker.classifier.settings.roi.kind
+    queue, stats = FrameQueue(), LiveStats()
+    start = time.perf_counter()
+
+    def write(ready) -> bool:
+        """Write (and show) frames; False once the viewer asked to stop (q, or the window closed)."""
+        nonlocal display
+        for frame, prediction in ready:
+            status = "" if prediction else f"buffering {len(ring)}/{min(window, sampled)} frames"
+            shown = annotate(frame, _annotation(prediction, kind, cfg.heatmap), status)
+            if writer is not None:
+                writer.write(shown)
+            if display is not None and not display.show(shown):
+                display = None  # the frames read so far are still written
+                return False
+        return True
+
+    try:
+        for index, frame in enumerate(source):
+            ring.append(frame)
+            queue.frames.append((index, frame))
+            stats.frames += 1
+            if (index + 1) % cfg.stride == 0:
+                if worker.submit(Job(index, list(ring), time.perf_counter()), wait=not drop):
+                    queue.outstanding.append(index)
+                else:
+                    stats.dropped += 1
+            done = worker.poll()
+            stats.add(done)
+            if not write(queue.ready(done)):
+                stats.stopped = "stopped from the window"
+                break
+            if cfg.max_frames and stats.frames >= cfg.max_frames:
+                break
+    except KeyboardInterrupt:
+        stats.stopped = "interrupted"
+    if source.problem:
+        stats.stopped = f"the source failed: {source.problem[0]}"
+    # The jobs in flight take a fraction of a second: finish them so every frame read is written with its label.
+    done = worker.poll(wait=True)
+    stats.add(done)
+    write(queue.ready(done))
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def run(cfg: DictConfig) -> LiveStats:
+    settings = _settings(cfg)
+    device = select_device(cfg.device)
+    threads = max(1, (os.cpu_count() or 2) - 1) if cfg.threads == "auto" else cfg.threads
+    torch.set_num_threads(threads)
+    classifier = load_classifier(str(cfg.checkpoint), device, cfg.amp, max_short_side=None, roi=settings["roi"])
+    source = open_source(cfg.source)
+    fps = float(cfg.fps or source.fps or DEFAULT_FPS)  # some cameras report 0 (or nonsense): fps= overrides
+    display = Display(f"behavior.live: {source.name}") if cfg.show else None
+    writer = None
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    worker = StreamClassifier(classifier, cfg.heatmap, detect_every=cfg.detect_every)
+    try:
+        print(f"live: {source.name} at {fps:g} fps; {len(classifier.class_names)} classes; roi="
+              f"{classifier.settings.roi.kind}; a label every {cfg.stride} frames from the last {cfg.window:g}s"
+              + (f"; writing {settings['output']}" if settings["output"] else ""), flush=True)
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            raise ConfigError(f"source={cfg.source}: no frames could be read")
+        if settings["output"] is not None:
+            writer = VideoWriter(settings["output"], first.shape[1], first.shape[0], fps, quality=23,
+                                 fragmented=settings["output"].suffix.lower() == ".mp4",
+                                 keyframe_every=max(1, round(2 * fps)))
+        source.frames = _prepend(first, frames)
+        stats = stream(source, worker, cfg, fps, writer, display)
+    finally:
+        worker.close()
+        if writer is not None:
+            writer.close()
+        if display is not None:
+            display.close()
+        source.close()
+        signal.signal(signal.SIGTERM, previous)
+    print(stats.summary(fps), flush=True)
+    if writer is not None:
+        print(f"annotated video: {settings['output']} ({writer.frames} frames)")
+    return stats
+
+
+def _prepend(first: np.ndarray, rest):
+    yield first
+    yield from rest
+
+
+@entry_point("live")
+def main(cfg: DictConfig) -> None:
+    stats = run(cfg)
+    if stats.stopped.startswith("the source failed"):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""How fast live mode runs: the real-time factor on a 640x360, 25 fps source at the default model size.
+
+    python -m behavior.live_speed [--seconds 20] [--source FILE] [--rois none person] [--no-output]
+
+The source is a file, read as fast as live mode can take it, so the figure is the headroom a camera of that
+size and rate would have: a factor of 3 means a 25 fps camera leaves the machine two thirds idle. Without
+``--source``, 640x360 frames are made from the surveillance_fight clips beside the project (real people, so
+``roi=person`` has someone to find) or, when they are absent, from generated frames. The model is the
+default recipe (conf/model/behaviornet.yaml, conf/sampling/tsn.yaml, conf/transform/default.yaml) with random
+weights: speed does not depend on what it learned. The annotated video is written unless ``--no-output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from behavior.data.detectors import load_cv2
+from behavior.data.prepare import PROJECT_ROOT
+from behavior.engine.checkpoint import save_checkpoint
+from behavior.live import LiveStats, run
+from behavior.models import build_model
+from behavior.video import open_video
+from behavior.video.writer import VideoWriter
+
+WIDTH, HEIGHT, FPS = 640, 360, 25.0
+SURVEILLANCE = PROJECT_ROOT.parent / "shared" / "datasets" / "surveillance_fight"
+
+
+def _fit(frame: np.ndarray) -> np.ndarray:
+    """Scale to cover 640x360 and centre-crop: every source frame becomes exactly one benchmark frame."""
+    cv2 = load_cv2()
+    height, width = frame.shape[:2]
+    scale = max(WIDTH / width, HEIGHT / height)
+    resized = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    top, left = (resized.shape[0] - HEIGHT) // 2, (resized.shape[1] - WIDTH) // 2
+    return resized[top:top + HEIGHT, left:left + WIDTH]
+
+
+def make_source(path: Path, seconds: float) -> str:
+    """Write the 640x360 25 fps benchmark source; returns what it was made from."""
+    needed = round(seconds * FPS)
+    clips = sorted(SURVEILLANCE.glob("*/*.mp4")) if SURVEILLANCE.is_dir() else []
+    with VideoWriter(path, WIDTH, HEIGHT, FPS, quality=20) as writer:
+        if clips:
+            for clip in clips:
+                with open_video(str(clip)) as reader:
+                    count = min(len(reader), needed - writer.frames)
+                    for start in range(0, count, 32):
+                        for frame in reader.get_frames(list(range(start, min(count, start + 32)))).numpy():
+                            writer.write(_fit(frame))
+                if writer.frames >= needed:
+                    used = clips.index(clip) + 1
+                    return f"{used} surveillance_fight clips (people fighting or walking), cut to 640x360"
+        rng = np.random.default_rng(0)
+        background = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        while writer.frames < needed:
+            frame, x = background.copy(), (writer.frames * 7) % (WIDTH - 80)
+            frame[140:300, x:x + 80] = (230, 200, 40)  # a moving block over noise: every frame differs
+            writer.write(frame)
+    return "generated frames (no surveillance_fight clips found)"
+
+
+def default_checkpoint(path: Path, num_classes: int = 5) -> None:
+    conf = PROJECT_ROOT / "conf"
+    model = OmegaConf.to_container(OmegaConf.load(conf / "model" / "behaviornet.yaml"))
+    torch.manual_seed(0)
+    save_checkpoint(path, {"model_state": build_model(model, num_classes).state_dict(), "model_config": model,
+                           "class_names": [f"class_{i}" for i in range(num_classes)], "epoch": 0,
+                           "sampling": OmegaConf.to_container(OmegaConf.load(conf / "sampling" / "tsn.yaml")),
+                           "transform": OmegaConf.to_container(OmegaConf.load(conf / "transform" / "default.yaml")),
+                           "decode": {"backend": "pyav"}})
+
+
+def measure(checkpoint: Path, source: str, roi: str, output: Path | None) -> LiveStats:
+    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "live.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    roi_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "roi" / f"{roi}.yaml")
+    return run(OmegaConf.merge(cfg, {"checkpoint": str(checkpoint), "source": source, "roi": roi_cfg,
+                                     "output": str(output) if output else None}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the generated source (default 20)")
+    parser.add_argument("--source", help="a video file to use instead (its own size and rate are kept)")
+    parser.add_argument("--rois", nargs="+", default=["none", "person"], help="conf/roi options to measure")
+    parser.add_argument("--no-output", action="store_true", help="do not write the annotated video")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        source = args.source
+        if source is None:
+            source = str(folder / "source.mp4")
+            print(f"source: {make_source(Path(source), args.seconds)}; {args.seconds:g}s at 640x360, 25 fps")
+        checkpoint = folder / "default.pt"
+        default_checkpoint(checkpoint)
+        rows = []
+        for roi in args.rois:
+            print(f"\n--- roi={roi} ---", flush=True)
+            stats = measure(checkpoint, source, roi, None if args.no_output else folder / f"annotated_{roi}.mp4")
+            with open_video(source) as reader:
+                fps = reader.meta.fps
+            ms = np.asarray(stats.latencies or [float("nan")]) * 1000
+            rows.append((roi, stats.frames, stats.seconds, stats.frames / stats.seconds,
+                         stats.frames / fps / stats.seconds, float(ms.mean()), float(np.percentile(ms, 95))))
+    print(f"\nlive mode, default BehaviorNet (112x112, 8 frames), stride 8, window 2 s, "
+          f"{'no output' if args.no_output else 'annotated mp4 written'}; torch threads {torch.get_num_threads()}")
+    print("| roi | frames | wall (s) | frames/s | real-time factor | latency mean (ms) | latency p95 (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for roi, frames, wall, rate, factor, mean, p95 in rows:
+        print(f"| {roi} | {frames} | {wall:.1f} | {rate:.1f} | {factor:.2f}x | {mean:.0f} | {p95:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Live mode on a generated file source: every frame written, a label every `stride` frames, clean interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from behavior.data.faces import face_clip
+from behavior.engine.checkpoint import save_checkpoint
+from behavior.errors import ConfigError
+from behavior.live import run
+from behavior.models import build_model
+from behavior.video import open_leading_frames, open_video
+from behavior.video.writer import write_video
+from tests.conftest import REPO
+
+CLASSES = ["calm", "nod", "shake"]
+
+
+def live_cfg(**values):
+    """The command's config as Hydra builds it, for calling ``run`` in this process."""
+    cfg = OmegaConf.load(REPO / "conf" / "live.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    return OmegaConf.merge(cfg, {"roi": None, **values})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("live")
+    model_config = {"name": "behaviornet", "widths": [8, 16]}
+    torch.manual_seed(0)
+    checkpoint = folder / "tiny.pt"
+    save_checkpoint(checkpoint, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
+                                 "model_config": model_config, "class_names": CLASSES, "epoch": 1,
+                                 "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
+                                 "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"},
+                                 "roi": {"kind": "face"}})
+    frames, _ = face_clip(num_frames=45, seed=3)
+    source = write_video(folder / "faces.mp4", frames, fps=15)
+    long_source = write_video(folder / "long.mp4", np.concatenate([frames] * 12), fps=15)
+    return {"checkpoint": checkpoint, "source": source, "long": long_source, "folder": folder}
+
+
+def labelled(frame: np.ndarray) -> bool:
+    # The label is drawn on a black box in the top-left corner; the texture there is never black.
+    return bool(frame[4:10, 4:10].max() < 40)
+
+
+def test_every_frame_is_written_with_a_label_every_stride_frames(files, tmp_path, capsys):
+    output = tmp_path / "annotated.mp4"
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output),
+                         stride=5, window=1.0))
+    assert stats.frames == 45 and not stats.stopped and stats.dropped == 0
+    assert [index for index, _, _ in stats.labels] == list(range(4, 45, 5))
+    assert all(label in CLASSES and 0 < score <= 1 for _, label, score in stats.labels)
+    with open_video(output) as reader:
+        assert len(reader) == 45
+        frames = reader.get_frames(list(range(45))).numpy()
+    assert [labelled(f) for f in frames] == [i >= 4 for i in range(45)]
+    out = capsys.readouterr().out
+    assert "45 frame(s)" in out and "real time" in out and "latency frame -> label" in out
+
+
+def test_roi_override_and_no_face_fallback(files, tmp_path):
+    blank = write_video(tmp_path / "blank.mp4", face_clip(num_frames=16, seed=5, face=False)[0], fps=15)
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(blank), stride=4, window=1.0,
+                         roi={"kind": "person"}))
+    assert stats.predictions == 4
+
+
+def test_interrupting_leaves_a_playable_file(files, tmp_path):
+    output = tmp_path / "interrupted.mp4"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "behavior.live", f"checkpoint={files['checkpoint']}",
+                             f"source={files['long']}", f"output={output}", "stride=4"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if output.is_file() and output.stat().st_size > 20_000:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted: make the source longer"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped early: interrupted" in out
+    written = int(out.split("annotated video: ")[1].split("(")[1].split()[0])
+    assert 0 < written < 45 * 12
+    with open_video(output) as reader:
+        assert len(reader) == written
+        reader.get_frames([0, written - 1])
+
+
+def test_a_killed_run_still_leaves_a_playable_file(files, tmp_path):
+    output = tmp_path / "killed.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "behavior.live", f"checkpoint={files['checkpoint']}",
+                             f"source={files['long']}", f"output={output}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if output.is_file() and output.stat().st_size > 100_000:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    # A fragmented MP4 cut mid-fragment: the fragments before the cut play (the strict reader calls it truncated).
+    with open_leading_frames(output) as reader:
+        assert len(reader) >= 30
+        reader.get_frames([len(reader) - 1])
+
+
+def test_show_without_a_display_warns_and_goes_on(files, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), show=True, max_frames=10))
+    assert stats.frames == 10
+    assert "show=true: no window" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"stride": 0}, "stride"), ({"window": -1}, "window"), ({"drop": "sometimes"}, "drop"),
+    ({"output": "out.gif"}, "output"), ({"checkpoint": None}, "checkpoint"), ({"source": ""}, "source"),
+    ({"source": "/no/such/file.mp4"}, "source"), ({"roi": {"kind": "hand"}}, "roi.kind"),
+])
+def test_bad_settings_are_one_line_errors(files, values, key):
+    cfg = live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]))
+    cfg = OmegaConf.merge(cfg, values)
+    with pytest.raises(Exception, match=rf"^{key}[=:. ]") as info:
+        run(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_an_existing_output_is_left_untouched(files, tmp_path):
+    output = tmp_path / "taken.mp4"
+    output.write_bytes(b"finished work")
+    with pytest.raises(ConfigError, match="already exists"):
+        run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output)))
+    assert output.read_bytes() == b"finished work"
