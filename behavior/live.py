@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,10 +28,9 @@ from omegaconf import DictConfig
 from behavior.cli import entry_point, select_device
 from behavior.config import require_number
 from behavior.data.roi import roi_config
-from behavior.data.sampling import sample_views
 from behavior.engine.inference import load_classifier
 from behavior.engine.stream import Job, Prediction, StreamClassifier
-from behavior.errors import ConfigError
+from behavior.errors import ConfigError, DataError
 from behavior.report.annotate import Annotation, annotate
 from behavior.report.display import Display
 from behavior.video.stream import DEFAULT_FPS, FrameSource, open_source
@@ -134,7 +134,6 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: DictConfig, fps: 
            display: Display | None) -> LiveStats:
     """The reading loop: buffer, submit, write what is ready; returns the counts for the summary."""
     window = max(1, round(cfg.window * fps))
-    sampled = max(len(v) for v in sample_views(window, worker.classifier.settings.sampling))
     ring: deque[np.ndarray] = deque(maxlen=window)
     drop = source.live if cfg.drop == "auto" else bool(cfg.drop)
     kind = worker.classifier.settings.roi.kind
@@ -145,7 +144,7 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: DictConfig, fps: 
         """Write (and show) frames; False once the viewer asked to stop (q, or the window closed)."""
         nonlocal display
         for frame, prediction in ready:
-            status = "" if prediction else f"buffering {len(ring)}/{min(window, sampled)} frames"
+            status = "" if prediction else f"buffering: first label at frame {cfg.stride}"
             shown = annotate(frame, _annotation(prediction, kind, cfg.heatmap), status)
             if writer is not None:
                 writer.write(shown)
@@ -193,7 +192,9 @@ def run(cfg: DictConfig) -> LiveStats:
     fps = float(cfg.fps or source.fps or DEFAULT_FPS)  # some cameras report 0 (or nonsense): fps= overrides
     display = Display(f"behavior.live: {source.name}") if cfg.show else None
     writer = None
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # SIGTERM (a service manager, `kill`) finalizes the video like Ctrl-C; only the main thread may set handlers.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None
     worker = StreamClassifier(classifier, cfg.heatmap, detect_every=cfg.detect_every)
     try:
         print(f"live: {source.name} at {fps:g} fps; {len(classifier.class_names)} classes; roi="
@@ -202,7 +203,8 @@ def run(cfg: DictConfig) -> LiveStats:
         frames = iter(source)
         first = next(frames, None)
         if first is None:
-            raise ConfigError(f"source={cfg.source}: no frames could be read")
+            why = f" ({source.problem[0]})" if source.problem else ""
+            raise DataError(f"source={cfg.source}: no frames could be read{why}")
         if settings["output"] is not None:
             writer = VideoWriter(settings["output"], first.shape[1], first.shape[0], fps, quality=23,
                                  fragmented=settings["output"].suffix.lower() == ".mp4",
@@ -216,7 +218,8 @@ def run(cfg: DictConfig) -> LiveStats:
         if display is not None:
             display.close()
         source.close()
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     print(stats.summary(fps), flush=True)
     if writer is not None:
         print(f"annotated video: {settings['output']} ({writer.frames} frames)")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from behavior.errors import ConfigError
 from behavior.live import run
 from behavior.models import build_model
 from behavior.video import open_leading_frames, open_video
-from behavior.video.writer import write_video
+from behavior.video.writer import VideoWriter, write_video
 from tests.conftest import REPO
 
 CLASSES = ["calm", "nod", "shake"]
@@ -69,6 +72,23 @@ def test_every_frame_is_written_with_a_label_every_stride_frames(files, tmp_path
     assert [labelled(f) for f in frames] == [i >= 4 for i in range(45)]
     out = capsys.readouterr().out
     assert "45 frame(s)" in out and "real time" in out and "latency frame -> label" in out
+
+
+def test_a_network_stream_is_read_like_a_file(files, tmp_path):
+    # A fragmented MP4 over plain HTTP: FFmpeg reads it front to back, as it would a live HTTP stream.
+    frames, _ = face_clip(num_frames=20, seed=4)
+    with VideoWriter(tmp_path / "stream.mp4", 320, 240, 15, fragmented=True, keyframe_every=10) as writer:
+        for frame in frames:
+            writer.write(frame)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/stream.mp4"
+        stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=url, stride=5, drop=False))
+    finally:
+        server.shutdown()
+    assert stats.frames == 20 and stats.predictions == 4 and not stats.stopped
 
 
 def test_roi_override_and_no_face_fallback(files, tmp_path):
@@ -146,3 +166,11 @@ def test_an_existing_output_is_left_untouched(files, tmp_path):
     with pytest.raises(ConfigError, match="already exists"):
         run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output)))
     assert output.read_bytes() == b"finished work"
+
+
+def test_the_speed_benchmark_runs_and_prints_its_table(capsys):
+    from behavior.live_speed import main
+
+    main(["--seconds", "1", "--repeat", "1", "--rois", "none", "--no-output"])
+    out = capsys.readouterr().out
+    assert "| none | 25 |" in out and "x (" in out

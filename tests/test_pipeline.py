@@ -123,6 +123,8 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("optim.lr=-1", "optim.lr"), ("optim.lr=fast", "optim.lr"),
                                            ("trainer.epochs=0", "trainer.epochs"),
                                            ("data.decode_timeout=-1", "data.decode_timeout"),
+                                           ("roi.kind=hand", "roi.kind"),
+                                           ("roi=hand", "roi=hand: no such option"),
                                            ("+optim.lrr=1", "optim.lrr"),
                                            # Hydra's own composition errors, made one line by behavior.cli
                                            ("optim.lrr=1", "optim.lrr is not a known key"),

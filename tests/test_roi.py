@@ -156,3 +156,23 @@ def test_person_detector_runs_on_a_frame_without_people():
     frame = np.full((360, 640, 3), 128, np.uint8)
     assert detector_for("person", 640, 0.05)(frame) == []
     assert detector_for("person", 100, 0.05)(frame) == []  # smaller than the 64x128 window
+
+
+def test_the_cache_stores_cropped_frames_and_keys_them_by_region(face_clips, tmp_path):
+    from behavior.data.cache import CacheSettings, ClipCache
+
+    path, _ = face_clips[0][0]
+    region = region_of_clip(path, FACE)
+    cache = ClipCache(tmp_path / "cache", CacheSettings(size=TRANSFORM.size))
+    transform = build_transform(TRANSFORM, train=False)
+
+    def item(cache_or_none):
+        dataset = ClipDataset([ClipRecord(path, "face")], {"face": 0}, SAMPLING, transform, train=False,
+                              cache=cache_or_none, regions={path: region})
+        return dataset[0][0]
+
+    direct = item(None)
+    torch.testing.assert_close(item(cache), direct, atol=2 / 255 / 0.225, rtol=0)  # the miss: decoded and stored
+    torch.testing.assert_close(item(cache), direct, atol=2 / 255 / 0.225, rtol=0)  # the hit: read back
+    assert cache.hits == 1 and cache.misses == 1
+    assert cache.entry(path, None, region) != cache.entry(path)  # whole-frame entries stay apart

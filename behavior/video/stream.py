@@ -43,6 +43,7 @@ def _camera(index: int) -> FrameSource:
     from behavior.data.detectors import load_cv2
 
     cv2 = load_cv2()
+    cv2.setLogLevel(2)  # errors only: probing a missing camera otherwise prints several backend warnings
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise DataError(f"source={index}: no camera with that index can be opened")
