@@ -50,7 +50,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
                                  "roi": {"kind": "face"}})
     frames, _ = face_clip(num_frames=45, seed=3)
     source = write_video(folder / "faces.mp4", frames, fps=15)
-    long_source = write_video(folder / "long.mp4", np.concatenate([frames] * 12), fps=15)
+    long_source = write_video(folder / "long.mp4", np.concatenate([frames] * 8), fps=15)
     return {"checkpoint": checkpoint, "source": source, "long": long_source, "folder": folder}
 
 
@@ -106,7 +106,7 @@ def test_interrupting_leaves_a_playable_file(files, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if output.is_file() and output.stat().st_size > 20_000:
+        if output.is_file() and output.stat().st_size > 5_000:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "finished before it could be interrupted: make the source longer"
@@ -115,7 +115,7 @@ def test_interrupting_leaves_a_playable_file(files, tmp_path):
     assert proc.returncode == 0, err
     assert "stopped early: interrupted" in out
     written = int(out.split("annotated video: ")[1].split("(")[1].split()[0])
-    assert 0 < written < 45 * 12
+    assert 0 < written < 45 * 8
     with open_video(output) as reader:
         assert len(reader) == written
         reader.get_frames([0, written - 1])

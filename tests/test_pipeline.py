@@ -137,12 +137,25 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("data.val_fraction=abc", "data.val_fraction"),
                                            ("seed=abc", "seed"),
                                            ("data.root=/no/such/folder", "data.root: folder not found")])
-def test_config_errors_are_one_line(clip_tree, tmp_path, override, key):
-    proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
-                      override, check=False)
-    assert proc.returncode == 2
-    assert key in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+def test_config_errors_are_one_line(clip_tree, tmp_path, override, key, monkeypatch, capsys):
+    # In this process (a subprocess per case cost ~7 s of imports); the command line itself is covered below.
+    from behavior.train import main
+
+    monkeypatch.setattr(sys, "argv", ["behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}",
+                                      *TINY, override])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert key in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "split.csv").exists()  # stopped before any clip was scanned
+
+
+def test_a_config_error_on_the_command_line_is_one_line_and_exit_2(clip_tree, tmp_path):
+    proc = run_module("behavior.train", f"data.root={clip_tree}", f"hydra.run.dir={tmp_path / 'r'}", *TINY,
+                      "optim.lr=-1", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: optim.lr=-1: must be a number > 0"
 
 
 def test_multirun_over_models(clip_tree, tmp_path):

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from behavior.data.faces import face_clip
+from behavior.predict import run as predict
 from behavior.video.writer import write_video
 from tests.test_pipeline import TINY, read_csv, run_module
+from tests.test_predict import predict_cfg
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,7 @@ def test_evaluate_and_predict_crop_like_training(face_run, tmp_path):
     assert len(read_csv(report / "roi.csv")) == 9
 
     output = tmp_path / "predictions.csv"
-    run_module("behavior.predict", f"checkpoint={run / 'best.pt'}", f"input={root}", f"output={output}",
-               "num_workers=0", "progress=false")
+    predict(predict_cfg(checkpoint=str(run / "best.pt"), input=str(root), output=str(output)))
     rows = {row["path"].rsplit("/", 1)[1]: row for row in read_csv(output)}
     assert rows["nobody.mp4"]["roi_box"] == ""
     assert "roi: no face found in 5 frame(s); the whole frame was used" in rows["nobody.mp4"]["warning"]
@@ -57,7 +58,7 @@ def test_evaluate_and_predict_crop_like_training(face_run, tmp_path):
 def test_window_mode_crops_each_video_to_its_region(face_run, tmp_path):
     root, run, _ = face_run
     output = tmp_path / "timelines.csv"
-    run_module("behavior.predict", f"checkpoint={run / 'best.pt'}", f"input={root / 'slow'}", f"output={output}",
-               "predict.window=0.5", "progress=false")
+    predict(predict_cfg(checkpoint=str(run / "best.pt"), input=str(root / "slow"), output=str(output),
+                        predict={"window": 0.5}))
     rows = read_csv(output)
     assert len(rows) == 4 and all(row["status"] == "ok" and len(row["roi_box"].split()) == 4 for row in rows)
