@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> float:
     cache = clip_cache(cfg.data, backend, transform)
     # The checkpoint's region settings: evaluation crops the way training did.
     regions = clip_regions({"evaluate": scan.good}, roi_config(state.get("roi")), backend, scan.num_frames, run_dir,
-                           cfg.progress)
+                           cfg.progress, cache)
     metrics = evaluate_split(model, scan.good, class_names, sampling_config(sampling_dict),
                              transform, backend, scan.num_frames, device, amp,
                              {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,

@@ -76,7 +76,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
     data = prepare_data(cfg.data, backend, split_seed, run_dir, progress=trainer.progress)
     sizes = {name: len(recs) for name, recs in data.split.parts().items()}
     print(f"{len(data.class_names)} classes {data.class_names}; clips: {sizes}; run dir: {run_dir}")
-    regions = clip_regions(data.split.parts(), roi, backend, data.num_frames, run_dir, trainer.progress)
+    regions = clip_regions(data.split.parts(), roi, backend, data.num_frames, run_dir, trainer.progress, cache)
     if cache is not None:
         print(cache.summary([r.path for recs in data.split.parts().values() for r in recs], data.num_frames,
                             regions))

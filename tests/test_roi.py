@@ -176,3 +176,23 @@ def test_the_cache_stores_cropped_frames_and_keys_them_by_region(face_clips, tmp
     torch.testing.assert_close(item(cache), direct, atol=2 / 255 / 0.225, rtol=0)  # the hit: read back
     assert cache.hits == 1 and cache.misses == 1
     assert cache.entry(path, None, region) != cache.entry(path)  # whole-frame entries stay apart
+
+
+def test_regions_are_found_once_per_clip_and_setting(face_clips, tmp_path, monkeypatch, capsys):
+    from behavior.data import roi as roi_module
+    from behavior.data.roi import RegionCache
+
+    clips, empty = face_clips
+    records = [ClipRecord(clips[0][0], "a"), ClipRecord(empty, "b")]
+    first = find_regions(records, FACE, progress=False, cache=RegionCache(tmp_path, "pyav"))
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("detected again")
+
+    monkeypatch.setattr(roi_module, "region_of_clip", no_detection)
+    again = RegionCache(tmp_path, "pyav")
+    assert find_regions(records, FACE, progress=False, cache=again) == first and again.hits == 2
+    assert "detected again" not in capsys.readouterr().err
+    wider = roi_config({"kind": "face", "margin": 0.5})  # another setting is another entry: detected anew
+    find_regions(records[:1], wider, progress=False, cache=RegionCache(tmp_path, "pyav"))
+    assert "detection failed (detected again)" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
 from behavior.data.prescan import DEFAULT_TIMEOUT, BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
-from behavior.data.roi import Region, RoiConfig, find_regions, summarise_regions, write_regions
+from behavior.data.roi import Region, RegionCache, RoiConfig, find_regions, summarise_regions, write_regions
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import load_records
 from behavior.data.settings import PRESCAN_MODES
@@ -111,15 +111,20 @@ def clip_cache(data_cfg: Mapping, backend: str, transform: TransformConfig) -> C
 
 
 def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, backend: str,
-                 num_frames: Mapping[str, int], run_dir: Path, progress: bool = True) -> dict[str, Region]:
-    """Each clip's region of interest, listed in ``run_dir/roi.csv``; empty (whole frames) with ``roi=none``."""
+                 num_frames: Mapping[str, int], run_dir: Path, progress: bool = True,
+                 cache: ClipCache | None = None) -> dict[str, Region]:
+    """Each clip's region of interest, listed in ``run_dir/roi.csv``; empty (whole frames) with ``roi=none``.
+
+    With a clip cache (``data.cache``) the regions are kept beside it and found only once per clip."""
     if not roi.active:
         return {}
     start = time.perf_counter()
     records = [r for recs in parts.values() for r in recs]
-    regions = find_regions(records, roi, backend, num_frames, progress)
+    stored = RegionCache(cache.root, backend) if cache is not None else None
+    regions = find_regions(records, roi, backend, num_frames, progress, stored)
     write_regions(run_dir / "roi.csv", regions)
-    print(f"{summarise_regions(regions, roi.kind, 'roi.csv')} ({time.perf_counter() - start:.1f}s)")
+    reused = f", {stored.hits} from {stored.root}" if stored is not None and stored.hits else ""
+    print(f"{summarise_regions(regions, roi.kind, 'roi.csv')} ({time.perf_counter() - start:.1f}s{reused})")
     return regions
 
 

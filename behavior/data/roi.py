@@ -13,7 +13,10 @@ and evaluate list every clip's region in ``roi.csv``, predict writes it in each 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
+import os
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -204,8 +207,46 @@ def region_of_clip(path: str, cfg: RoiConfig, backend: str = "pyav", total_hint:
         return detect_region(reader.get_frames(detection_indices(total, cfg.detect_frames)), cfg)
 
 
+class RegionCache:
+    """Regions already found, one small JSON file per clip under ``<data.cache>/roi/``, so a rerun, a resume or a
+    bench over several models and seeds detects once. The key is the clip's absolute path, size and mtime, its
+    frame count and every roi setting: editing a clip or a setting detects again. Unwritable: silently skipped
+    (detection is only slower)."""
+
+    def __init__(self, root: str | Path, backend: str) -> None:
+        self.root = Path(root) / "roi"
+        self.backend = backend
+        self.hits = 0
+
+    def _file(self, path: str, cfg: RoiConfig, total_hint: int | None) -> Path:
+        stat = os.stat(path)
+        key = json.dumps({"source": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                          "total_hint": total_hint, "backend": self.backend, **asdict(cfg)}, sort_keys=True)
+        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
+        return self.root / digest[:2] / f"{digest}.json"
+
+    def get(self, path: str, cfg: RoiConfig, total_hint: int | None) -> Region | None:
+        try:
+            saved = json.loads(self._file(path, cfg, total_hint).read_text(encoding="utf-8"))
+            region = Region(tuple(saved["box"]) if saved["box"] else None, saved["hits"], saved["checked"], cfg.kind)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self.hits += 1
+        return region
+
+    def put(self, path: str, cfg: RoiConfig, total_hint: int | None, region: Region) -> None:
+        try:
+            file = self._file(path, cfg, total_hint)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(file, "w", encoding="utf-8") as fh:
+                json.dump({"box": region.box, "hits": region.hits, "checked": region.checked}, fh)
+        except OSError:
+            pass
+
+
 def find_regions(records: Sequence[ClipRecord], cfg: RoiConfig, backend: str = "pyav",
-                 num_frames: Mapping[str, int] | None = None, progress: bool = True) -> dict[str, Region]:
+                 num_frames: Mapping[str, int] | None = None, progress: bool = True,
+                 cache: RegionCache | None = None) -> dict[str, Region]:
     """Every clip's region, for a training or evaluation run (the clips have passed the pre-scan).
 
     Runs in this process: OpenCV spreads each detection over the cores itself. A clip that fails to decode
@@ -215,8 +256,14 @@ def find_regions(records: Sequence[ClipRecord], cfg: RoiConfig, backend: str = "
         return regions
     num_frames = num_frames or {}
     for record in tqdm(records, desc=f"roi {cfg.kind}", unit="clip", disable=not progress, dynamic_ncols=True):
+        hint = num_frames.get(record.path)
         try:
-            regions[record.path] = region_of_clip(record.path, cfg, backend, num_frames.get(record.path))
+            found = cache.get(record.path, cfg, hint) if cache is not None else None
+            if found is None:
+                found = region_of_clip(record.path, cfg, backend, hint)
+                if cache is not None:
+                    cache.put(record.path, cfg, hint, found)
+            regions[record.path] = found
         except Exception as err:  # noqa: BLE001 - one clip's detection must not cost the run
             print(f"warning: roi: {record.path}: detection failed ({' '.join(str(err).split())}); whole frame used",
                   file=sys.stderr)
