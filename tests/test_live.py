@@ -91,11 +91,12 @@ def test_a_network_stream_is_read_like_a_file(files, tmp_path):
     assert stats.frames == 20 and stats.predictions == 4 and not stats.stopped
 
 
-def test_roi_override_and_no_face_fallback(files, tmp_path):
+def test_roi_override_and_no_face_fallback(files, tmp_path, capsys):
     blank = write_video(tmp_path / "blank.mp4", face_clip(num_frames=16, seed=5, face=False)[0], fps=15)
     stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(blank), stride=4, window=1.0,
                          roi={"kind": "person"}))
     assert stats.predictions == 4
+    assert "roi=person replaces the checkpoint's roi=face" in capsys.readouterr().err
 
 
 def test_interrupting_leaves_a_playable_file(files, tmp_path):

@@ -8,6 +8,7 @@ items apart from clips that decoded, so one bad file costs one error row and not
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -229,7 +230,11 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     if num_views is not None:
         sampling["num_views"] = num_views
     transform = transform_config(state["transform"])
-    roi = roi or roi_config(state.get("roi"))
+    trained_roi = roi_config(state.get("roi"))
+    if roi is not None and roi.kind != trained_roi.kind:
+        print(f"warning: roi={roi.kind} replaces the checkpoint's roi={trained_roi.kind}: the model was trained on "
+              f"{'whole frames' if not trained_roi.active else trained_roi.kind + ' regions'}", file=sys.stderr)
+    roi = roi or trained_roi
     if max_short_side == "auto":
         max_short_side = None if roi.active else 2 * transform.size
     elif max_short_side is not None and (not isinstance(max_short_side, int) or isinstance(max_short_side, bool)
