@@ -151,7 +151,7 @@ def test_show_without_a_display_warns_and_goes_on(files, monkeypatch, capsys):
 @pytest.mark.parametrize(("values", "key"), [
     ({"stride": 0}, "stride"), ({"window": -1}, "window"), ({"drop": "sometimes"}, "drop"),
     ({"output": "out.gif"}, "output"), ({"checkpoint": None}, "checkpoint"), ({"source": ""}, "source"),
-    ({"source": "/no/such/file.mp4"}, "source"), ({"roi": {"kind": "hand"}}, "roi.kind"),
+    ({"source": "/no/such/file.mp4"}, "source"), ({"source": 9}, "source"), ({"roi": {"kind": "hand"}}, "roi.kind"),
 ])
 def test_bad_settings_are_one_line_errors(files, values, key):
     cfg = live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]))

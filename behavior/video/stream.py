@@ -43,7 +43,10 @@ def _camera(index: int) -> FrameSource:
     from behavior.data.detectors import load_cv2
 
     cv2 = load_cv2()
-    cv2.setLogLevel(2)  # errors only: probing a missing camera otherwise prints several backend warnings
+    try:  # errors only: probing a missing camera otherwise prints a warning per capture backend
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # builds without the logging utilities
+        pass
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise DataError(f"source={index}: no camera with that index can be opened")
