@@ -186,6 +186,7 @@ def run(cfg: DictConfig) -> LiveStats:
     settings = _settings(cfg)
     device = select_device(cfg.device)
     threads = max(1, (os.cpu_count() or 2) - 1) if cfg.threads == "auto" else cfg.threads
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     classifier = load_classifier(str(cfg.checkpoint), device, cfg.amp, max_short_side=None, roi=settings["roi"])
     source = open_source(cfg.source)
@@ -220,6 +221,7 @@ def run(cfg: DictConfig) -> LiveStats:
         source.close()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+        torch.set_num_threads(previous_threads)  # a notebook or test calling run() gets its threads back
     print(stats.summary(fps), flush=True)
     if writer is not None:
         print(f"annotated video: {settings['output']} ({writer.frames} frames)")

@@ -29,10 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from behavior.atomic import atomic_open
-from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
+from behavior.data.roi import WHOLE_FRAME, Region, crop_frames, region_of_reader
 from behavior.data.sampling import sample_views
 from behavior.data.transforms import build_transform
-from behavior.engine.inference import Classifier, ClipResult, clip_region, failure_reason, read_salvaging
+from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader
 
@@ -151,7 +151,7 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     spans = window_spans(n, fps, config)
     transform = build_transform(classifier.settings.transform, train=False)
     # One region for the whole video, from detections spread over it (see behavior.data.roi).
-    region = clip_region(reader, classifier.settings.roi)
+    region = region_of_reader(reader, classifier.settings.roi)
     windows, all_probs = [], []
     with tqdm(total=len(spans), desc=name[-30:], unit="window", leave=False, disable=not progress,
               dynamic_ncols=True, position=1) as bar:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from behavior.cli import entry_point, hydra_run_dir, select_device
 from behavior.config import require_number
 from behavior.data.prepare import clip_cache, clip_regions, make_loader, prepare_data
-from behavior.data.roi import roi_config, roi_dict
+from behavior.data.roi import roi_config
 from behavior.data.sampling import sampling_config
 from behavior.data.settings import check_keys, data_config
 from behavior.data.transforms import build_transform, transform_config
@@ -114,7 +115,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
         "class_names": data.class_names,
         "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
         "transform": OmegaConf.to_container(cfg.transform, resolve=True),
-        "roi": roi_dict(roi),
+        "roi": asdict(roi),  # predict, evaluate and live crop the way training did
         "decode": OmegaConf.to_container(cfg.decode, resolve=True),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

@@ -61,8 +61,10 @@ def labelled(frame: np.ndarray) -> bool:
 
 def test_every_frame_is_written_with_a_label_every_stride_frames(files, tmp_path, capsys):
     output = tmp_path / "annotated.mp4"
+    threads = torch.get_num_threads()
     stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output),
                          stride=5, window=1.0))
+    assert torch.get_num_threads() == threads  # the caller's torch threads are given back
     assert stats.frames == 45 and not stats.stopped and stats.dropped == 0
     assert [index for index, _, _ in stats.labels] == list(range(4, 45, 5))
     assert all(label in CLASSES and 0 < score <= 1 for _, label, score in stats.labels)
@@ -89,6 +91,25 @@ def test_a_network_stream_is_read_like_a_file(files, tmp_path):
     finally:
         server.shutdown()
     assert stats.frames == 20 and stats.predictions == 4 and not stats.stopped
+
+
+def test_a_busy_classifier_skips_labels_but_never_frames(files, tmp_path, monkeypatch, capsys):
+    from behavior.engine.stream import StreamClassifier
+
+    slow = StreamClassifier.classify
+
+    def classify_slowly(self, job):
+        time.sleep(0.3)
+        return slow(self, job)
+
+    monkeypatch.setattr(StreamClassifier, "classify", classify_slowly)
+    output = tmp_path / "dropping.mp4"
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output),
+                         stride=3, drop=True, fps=5))
+    assert stats.dropped > 0 and stats.predictions + stats.dropped == 15
+    with open_video(output) as reader:
+        assert len(reader) == 45 and reader.meta.fps == 5  # fps= overrides the source's 15
+    assert "at 5 fps" in capsys.readouterr().out
 
 
 def test_roi_override_and_no_face_fallback(files, tmp_path, capsys):

@@ -5,11 +5,12 @@ OpenCV 5 wheels dropped it, hence the ``<5`` pin) and the HOG person model is co
 
 A detector takes one uint8 RGB frame ``[H, W, 3]`` and returns :class:`Detection` boxes in fractions of the
 frame (0..1), so callers never care at which size detection ran. OpenCV objects do not pickle: each process
-builds its own on first use (``detector_for``).
+(DataLoader workers included) builds its own on first use (``detector_for``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -117,12 +118,9 @@ class PersonDetector:
 
 
 DETECTORS = {"face": FaceDetector, "person": PersonDetector}
-_BUILT: dict[tuple, object] = {}
 
 
+@functools.cache
 def detector_for(kind: str, detect_size: int, min_size: float):
-    """This process's detector for ``kind`` (built once and reused; OpenCV objects cannot be pickled)."""
-    key = (kind, detect_size, min_size, os.getpid())
-    if key not in _BUILT:
-        _BUILT[key] = DETECTORS[kind](detect_size, min_size)
-    return _BUILT[key]
+    """This process's detector for ``kind``, built once (loading the cascade costs more than a detection)."""
+    return DETECTORS[kind](detect_size, min_size)

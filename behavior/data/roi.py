@@ -31,7 +31,7 @@ from behavior.atomic import atomic_open
 from behavior.config import check_number, dataclass_from_mapping
 from behavior.data.detectors import Detection, detector_for
 from behavior.data.records import ClipRecord
-from behavior.video import open_video
+from behavior.video import VideoReader, open_video
 
 ROI_KINDS = ("none", "face", "person")
 Box = tuple[float, float, float, float]  # left, top, right, bottom in fractions of the frame
@@ -63,9 +63,12 @@ class RoiConfig:
         return self.kind != "none"
 
 
+NO_ROI = RoiConfig()
+
+
 def roi_config(cfg: Mapping | None) -> RoiConfig:
     """The validated ``roi`` group; None (an old checkpoint, or no group) means no region: the whole frame."""
-    return RoiConfig() if cfg is None else dataclass_from_mapping(RoiConfig, cfg, "roi")
+    return NO_ROI if cfg is None else dataclass_from_mapping(RoiConfig, cfg, "roi")
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,18 @@ class RegionTracker:
         return self.region
 
 
+def region_of_reader(reader: VideoReader, cfg: RoiConfig, first: int = 0, count: int | None = None) -> Region:
+    """The region of frames ``[first, first + count)`` of an open clip, from its detection frames."""
+    if not cfg.active:
+        return WHOLE_FRAME
+    count = len(reader) - first if count is None else count
+    return detect_region(reader.get_frames([first + i for i in detection_indices(count, cfg.detect_frames)]), cfg)
+
+
 def region_of_clip(path: str, cfg: RoiConfig, backend: str = "pyav", total_hint: int | None = None) -> Region:
-    """Open a clip, decode its detection frames and return its region."""
+    """Open a clip and return its region (``total_hint``: the pre-scan's count of frames that decode)."""
     with open_video(path, backend=backend) as reader:
-        total = len(reader) if total_hint is None else min(total_hint, len(reader))
-        return detect_region(reader.get_frames(detection_indices(total, cfg.detect_frames)), cfg)
+        return region_of_reader(reader, cfg, 0, len(reader) if total_hint is None else min(total_hint, len(reader)))
 
 
 class RegionCache:
@@ -287,8 +297,3 @@ def write_regions(path: Path, regions: Mapping[str, Region]) -> None:
         for clip, region in regions.items():
             box = [f"{v:.4f}" for v in region.box] if region.box else ["", "", "", ""]
             out.writerow([clip, str(region.found).lower(), *box, region.hits, region.checked])
-
-
-def roi_dict(cfg: RoiConfig) -> dict:
-    """The settings a checkpoint stores, so predict crops the way training did."""
-    return asdict(cfg)

@@ -17,7 +17,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, crop_frames, detect_region, detection_indices, roi_config
+from behavior.data.roi import (
+    NO_ROI,
+    WHOLE_FRAME,
+    Region,
+    RoiConfig,
+    crop_frames,
+    detect_region,
+    detection_indices,
+    roi_config,
+)
 from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
 from behavior.data.transforms import TransformConfig, build_transform, transform_config
 from behavior.engine.checkpoint import CheckpointError, load_model
@@ -43,7 +52,7 @@ class ClipSettings:
     transform: TransformConfig
     backend: str = "pyav"
     max_short_side: int | None = None  # downscale on decode (big clips), or None for full-size frames
-    roi: RoiConfig = RoiConfig()  # the checkpoint's region of interest (kind none: whole frames)
+    roi: RoiConfig = NO_ROI  # the checkpoint's region of interest (kind none: whole frames)
 
 
 @dataclass
@@ -69,27 +78,25 @@ class ClipResult:
         return self.probs is not None
 
 
-def clip_region(reader: VideoReader, roi: RoiConfig, first: int = 0, count: int | None = None) -> Region:
-    """The region of interest of frames ``[first, first + count)`` of an open clip (whole frame with roi=none)."""
-    if not roi.active:
-        return WHOLE_FRAME
-    count = len(reader) - first if count is None else count
-    return detect_region(reader.get_frames([first + i for i in detection_indices(count, roi.detect_frames)]), roi)
+def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0, count: int | None = None,
+             roi: RoiConfig = NO_ROI, region: Region | None = None) -> tuple[torch.Tensor, Region]:
+    """Evaluation views of frames ``[first, first + count)`` of an open clip, cropped to its region and
+    transformed, ``[V, 3, T, S, S]``, and the region.
 
-
-def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0,
-             count: int | None = None, region: Region = WHOLE_FRAME) -> torch.Tensor:
-    """Evaluation views of frames ``[first, first + count)`` of an open clip, cropped to ``region`` and
-    transformed: ``[V, 3, T, S, S]``.
-
-    One decode pass serves all views. A window mode over a long video calls this once per window.
+    The region is ``region`` when given; otherwise ``roi`` finds it on its detection frames, decoded in the same
+    pass as the views (whole frames with roi none). One decode pass serves all views.
     """
     count = len(reader) - first if count is None else count
     views = [[first + i for i in view] for view in sample_views(count, sampling)]
-    wanted = sorted({i for view in views for i in view})
-    frames = crop_frames(reader.get_frames(wanted), region)
+    detect = [] if region is not None or not roi.active else [
+        first + i for i in detection_indices(count, roi.detect_frames)]
+    wanted = sorted({*detect, *(i for view in views for i in view)})
+    frames = reader.get_frames(wanted)
     position = {index: k for k, index in enumerate(wanted)}
-    return torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
+    if region is None:
+        region = detect_region(frames[[position[i] for i in detect]], roi) if detect else WHOLE_FRAME
+    frames = crop_frames(frames, region)
+    return torch.stack([transform(frames[[position[i] for i in view]]) for view in views]), region
 
 
 def _short_stream_warning(reader: VideoReader) -> str:
@@ -127,8 +134,7 @@ def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
     decodes."""
 
     def use(reader: VideoReader) -> tuple[torch.Tensor, Region]:
-        region = clip_region(reader, settings.roi)
-        return views_of(reader, settings.sampling, transform, region=region), region
+        return views_of(reader, settings.sampling, transform, roi=settings.roi)
 
     (views, region), n, warning = read_salvaging(path, settings, use)
     return ClipInput(views, n, "; ".join(w for w in (warning, region.note()) if w), region)

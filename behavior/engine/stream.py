@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from behavior.data.roi import Region, RegionTracker, crop_frames
-from behavior.data.sampling import sample_views
+from behavior.data.roi import Region, RegionTracker
 from behavior.data.transforms import build_transform, visible_box
-from behavior.engine.inference import Classifier
+from behavior.engine.inference import Classifier, views_of
 from behavior.models import SpatialAttention
 
 
@@ -41,6 +40,19 @@ class Prediction:
     seen: tuple[int, int, int, int]  # what the model saw, in pixels
     heat: np.ndarray | None  # [h, w] attention over `seen`
     latency: float  # seconds from the newest frame's arrival to this prediction
+
+
+class FrameWindow:
+    """The ring buffer's frames seen as a short clip, so evaluation's own sampling (``views_of``) reads them."""
+
+    def __init__(self, frames: Sequence[np.ndarray]) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.frames[i] for i in indices]))
 
 
 class StreamClassifier:
@@ -105,17 +117,13 @@ class StreamClassifier:
         newest = job.frames[-1]
         height, width = newest.shape[:2]
         region = self.tracker.update(job.index, newest, job.index - len(job.frames) + 1)
-        views = sample_views(len(job.frames), settings.sampling)
-        wanted = sorted({i for view in views for i in view})
-        frames = crop_frames(torch.from_numpy(np.stack([job.frames[i] for i in wanted])), region)
-        position = {index: k for k, index in enumerate(wanted)}
-        videos = torch.stack([self.transform(frames[[position[i] for i in view]]) for view in views])
+        videos, _ = views_of(FrameWindow(job.frames), settings.sampling, self.transform, region=region)
         probs = self.classifier.probabilities(videos[None])[0].numpy()
         best = int(np.argmax(probs))
         box = region.pixels(width, height)
         return Prediction(job.index, self.classifier.class_names[best], float(probs[best]), region,
                           box if region.found else None, visible_box(box, settings.transform),
-                          self._heat(len(views)) if self.heatmap else None, time.perf_counter() - job.read_at)
+                          self._heat(len(videos)) if self.heatmap else None, time.perf_counter() - job.read_at)
 
     def _heat(self, num_views: int) -> np.ndarray:
         # The last stage's gates, [views * T, 1, h, w] for one clip: the first view's frames averaged.
