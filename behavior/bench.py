@@ -22,9 +22,10 @@ from behavior.cli import entry_point, hydra_run_dir
 from behavior.data.settings import check_keys
 from behavior.errors import ConfigError
 from behavior.models import build_model
+from behavior.paths import conf_dir
 from behavior.train import TRAIN_KEYS, train_run
 
-MODEL_CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+MODEL_CONF = conf_dir() / "model"
 METRICS = ("top1", "mean_class_accuracy", "macro_f1")
 COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
            "gflops_per_clip", "train_clips_per_s", "inference_clips_per_s", "wall_s"]

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from behavior.errors import BehaviorError, ConfigError
+from behavior.paths import conf_dir
 from behavior.video import DecoderUnavailableError, VideoDecodeError
 
 USER_ERRORS = (BehaviorError, VideoDecodeError, DecoderUnavailableError)
@@ -33,9 +34,6 @@ def one_line_errors(main):
     return wrapper
 
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
 def entry_point(config_name: str):
     """``@hydra.main`` over ``conf/<config_name>.yaml`` plus one-line errors, for ``python -m behavior.<stage>``.
 
@@ -44,7 +42,7 @@ def entry_point(config_name: str):
     like every other configuration error."""
 
     def decorate(task):
-        hydra_main = hydra.main(config_path=str(CONF_DIR), config_name=config_name,
+        hydra_main = hydra.main(config_path=str(conf_dir()), config_name=config_name,
                                 version_base="1.3")(one_line_errors(task))
 
         @functools.wraps(task)
@@ -71,7 +69,7 @@ def override_error(config_name: str, overrides: list[str]) -> str | None:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
             compose(config_name=config_name, overrides=overrides)
         except MissingConfigException as err:

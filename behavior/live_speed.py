@@ -22,15 +22,15 @@ import torch
 from omegaconf import OmegaConf
 
 from behavior.data.detectors import load_cv2
-from behavior.data.prepare import PROJECT_ROOT
 from behavior.engine.checkpoint import save_checkpoint
 from behavior.live import LiveStats, run
 from behavior.models import build_model
+from behavior.paths import conf_dir
 from behavior.video import open_video
 from behavior.video.writer import VideoWriter
 
 WIDTH, HEIGHT, FPS = 640, 360, 25.0
-SURVEILLANCE = PROJECT_ROOT.parent / "shared" / "datasets" / "surveillance_fight"
+SURVEILLANCE = Path("../shared/datasets/surveillance_fight")  # like conf/data: relative to the working directory
 
 
 def _fit(frame: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def make_source(path: Path, seconds: float) -> str:
 
 
 def default_checkpoint(path: Path, num_classes: int = 5) -> None:
-    conf = PROJECT_ROOT / "conf"
+    conf = conf_dir()
     model = OmegaConf.to_container(OmegaConf.load(conf / "model" / "behaviornet.yaml"))
     torch.manual_seed(0)
     save_checkpoint(path, {"model_state": build_model(model, num_classes).state_dict(), "model_config": model,
@@ -79,10 +79,10 @@ def default_checkpoint(path: Path, num_classes: int = 5) -> None:
 
 
 def measure(checkpoint: Path, source: str, roi: str, output: Path | None, detect_every: int | None) -> LiveStats:
-    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "live.yaml")
+    cfg = OmegaConf.load(conf_dir() / "live.yaml")
     for key in ("defaults", "hydra"):
         cfg.pop(key)
-    roi_cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "roi" / f"{roi}.yaml")
+    roi_cfg = OmegaConf.load(conf_dir() / "roi" / f"{roi}.yaml")
     extra = {"detect_every": detect_every} if detect_every else {}
     return run(OmegaConf.merge(cfg, {"checkpoint": str(checkpoint), "source": source, "roi": roi_cfg,
                                      "output": str(output) if output else None, **extra}))
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((roi, stats.frames, stats.seconds, stats.frames / stats.seconds,
                          stats.frames / fps / stats.seconds, factors[0], factors[-1], float(ms.mean()),
                          float(np.percentile(ms, 95))))
-    every = args.detect_every or OmegaConf.load(PROJECT_ROOT / "conf" / "live.yaml").detect_every
+    every = args.detect_every or OmegaConf.load(conf_dir() / "live.yaml").detect_every
     print(f"\nlive mode, default BehaviorNet (112x112, 8 frames), stride 8, window 2 s, a roi detection every {every} "
           f"frames, {'no output' if args.no_output else 'annotated mp4 written'}; torch threads "
           f"{torch.get_num_threads()}")

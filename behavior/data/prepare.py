@@ -21,8 +21,7 @@ from behavior.data.splits import Split, check_split_config, split_records, write
 from behavior.data.timed_loader import TimedLoader
 from behavior.data.transforms import TransformConfig
 from behavior.errors import ConfigError, DataError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from behavior.paths import user_path
 
 
 @dataclass
@@ -45,8 +44,7 @@ def resolve_records(data_cfg: Mapping) -> tuple[list[ClipRecord], Path]:
 
         syn = data_cfg.get("synthetic") or {}
         spec = SyntheticSpec(clips_per_class=int(syn.get("clips_per_class", 50)), seed=int(syn.get("seed", 0)))
-        target = Path(syn.get("root") or "data/synthetic")
-        root = str(target if target.is_absolute() else PROJECT_ROOT / target)
+        root = str(user_path(syn.get("root") or "data/synthetic"))
         ensure_synthetic(root, spec, workers=int(syn.get("workers", 2)))
     records = load_records(root, manifest)
     return records, Path(manifest).parent if manifest else Path(root)
@@ -98,16 +96,14 @@ def prepare_data(data_cfg: Mapping, backend: str, seed: int, run_dir: Path | Non
 
 
 def clip_cache(data_cfg: Mapping, backend: str, transform: TransformConfig) -> ClipCache | None:
-    """The decoded-clip cache named by ``data.cache`` (relative to the project folder), or None when null."""
+    """The decoded-clip cache named by ``data.cache`` (relative to the working directory), or None when null."""
     root = data_cfg.get("cache")
     if not root:
         return None
     max_frames = data_cfg.get("cache_max_frames", 64)
     if not isinstance(max_frames, int) or isinstance(max_frames, bool) or max_frames < 1:
         raise ConfigError(f"data.cache_max_frames must be an integer >= 1; got {max_frames!r}")
-    root = Path(str(root)).expanduser()
-    return ClipCache(root if root.is_absolute() else PROJECT_ROOT / root,
-                     CacheSettings(backend, transform.resize, transform.size, max_frames))
+    return ClipCache(user_path(str(root)), CacheSettings(backend, transform.resize, transform.size, max_frames))
 
 
 def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, backend: str,

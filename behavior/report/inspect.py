@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from behavior.paths import RUN_ROOTS, run_origin, work_root
 from behavior.report.metrics import format_per_class_table
 from behavior.report.plots import plot_confusion_matrix, plot_curves
 from behavior.report.writer import (
@@ -37,8 +38,6 @@ from behavior.report.writer import (
     PROB_PREFIX,
 )
 
-RUN_ROOTS = ("outputs", "multirun")
-
 
 def new_figure(width: float, height: float) -> Figure:
     """A Figure with an Agg canvas and no pyplot: works headless, and Jupyter still renders it inline."""
@@ -47,30 +46,16 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The checkout holding ``conf/train.yaml``, searched upward from ``start`` (default: the cwd).
-
-    A notebook runs with notebooks/ as its cwd, so relative run folders and clip paths (which the
-    entry points resolve against the project root) must be resolved against this, not the cwd.
-    """
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "conf" / "train.yaml").is_file():
-            return folder
-    package_parent = Path(__file__).resolve().parents[2]
-    return package_parent if (package_parent / "conf" / "train.yaml").is_file() else here
-
-
 def newest_run(roots: str | os.PathLike | Sequence[str | os.PathLike] = RUN_ROOTS,
                base: str | os.PathLike | None = None) -> Path:
     """The most recently finished run folder (the one whose metrics.json is newest) under ``roots``.
 
-    Relative roots are taken under ``base`` (default: :func:`project_root`). metrics.json is written
+    Relative roots are taken under ``base`` (default: :func:`behavior.paths.work_root`). metrics.json is written
     last, so a folder of a run that crashed or is still training is never picked.
     """
     if isinstance(roots, str | os.PathLike):
         roots = [roots]
-    base_dir = Path(base) if base is not None else project_root()
+    base_dir = Path(base) if base is not None else work_root()
     folders = [Path(r) if Path(r).is_absolute() else base_dir / r for r in roots]
     found = [m for folder in folders if folder.is_dir() for m in folder.rglob(METRICS_FILE)]
     if not found:
@@ -137,19 +122,20 @@ class RunResults:
 
     @property
     def root(self) -> Path:
-        """Where relative clip paths in the CSV files are anchored (the project root of the run)."""
-        return project_root(self.run_dir)
+        """Where relative clip paths in the CSV files are anchored: the folder the run was started from."""
+        return run_origin(self.run_dir)
 
 
 def load_run(run_dir: str | os.PathLike | None = None) -> RunResults:
     """Parse a run folder; ``None`` means :func:`newest_run`. A relative path is tried from the cwd, then
-    from the project root. Raises FileNotFoundError unless the folder holds a finished report."""
+    from the folder the commands run in (:func:`behavior.paths.work_root`). Raises FileNotFoundError unless the
+    folder holds a finished report."""
     if run_dir is None:
         folder = newest_run()
     else:
         folder = Path(run_dir)
         if not folder.is_absolute() and not folder.is_dir():
-            folder = project_root() / folder
+            folder = work_root() / folder
     if not (folder / METRICS_FILE).is_file():
         state = "does not exist" if not folder.is_dir() else f"has no {METRICS_FILE} (unfinished or not a run)"
         raise FileNotFoundError(f"run folder {folder} {state}")

@@ -21,19 +21,20 @@ from matplotlib.figure import Figure
 from behavior.data.sampling import SamplingConfig, sample_indices, sampling_config
 from behavior.data.transforms import build_transform, denormalize, transform_config
 from behavior.models import SpatialAttention
-from behavior.report.inspect import RunResults, load_run, misclassified, new_figure, project_root
+from behavior.paths import work_root
+from behavior.report.inspect import RunResults, load_run, misclassified, new_figure
 from behavior.video import open_video
 
 GAP = 2  # white pixels between frames of a strip
 
 
 def resolve_clip(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """A clip path from a run's CSV files as a usable path: relative paths were written relative to the
-    project root (the entry points keep the cwd there), while a notebook runs from notebooks/."""
+    """A clip path from a run's CSV files as a usable path: relative paths are relative to the folder the run
+    was started from (``root``, e.g. ``RunResults.root``), while a notebook runs from notebooks/."""
     clip = Path(path)
     if clip.is_absolute() or clip.exists():
         return clip
-    return Path(root or project_root()) / clip
+    return Path(root or work_root()) / clip
 
 
 def even_indices(num_frames_in_clip: int, num_frames: int) -> list[int]:
