@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from behavior.data.faces import face_clip
 from behavior.engine.checkpoint import save_checkpoint
 from behavior.errors import ConfigError
-from behavior.live import run
+from behavior.live.session import run
 from behavior.models import build_model
 from behavior.video import open_leading_frames, open_video
 from behavior.video.writer import VideoWriter, write_video
@@ -94,7 +94,7 @@ def test_a_network_stream_is_read_like_a_file(files, tmp_path):
 
 
 def test_a_busy_classifier_skips_labels_but_never_frames(files, tmp_path, monkeypatch, capsys):
-    from behavior.engine.stream import StreamClassifier
+    from behavior.live.worker import StreamClassifier
 
     slow = StreamClassifier.classify
 
@@ -191,7 +191,7 @@ def test_an_existing_output_is_left_untouched(files, tmp_path):
 
 
 def test_the_speed_benchmark_runs_and_prints_its_table(capsys):
-    from behavior.live_speed import main
+    from behavior.live.speed import main
 
     main(["--seconds", "1", "--repeat", "1", "--rois", "none", "--no-output"])
     out = capsys.readouterr().out

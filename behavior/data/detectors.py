@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from behavior.errors import ConfigError
+from behavior.video.opencv import load_cv2
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -42,15 +43,6 @@ class Detection:
     @property
     def centre(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
-
-
-def load_cv2():
-    try:
-        import cv2
-    except ImportError as err:
-        raise ConfigError(f"roi: region detection needs OpenCV ({err}); install with: "
-                          "pip install 'opencv-python-headless<5'") from None
-    return cv2
 
 
 def _resized(frame: np.ndarray, detect_size: int):

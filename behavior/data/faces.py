@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from behavior.data.detectors import load_cv2
 from behavior.errors import ConfigError
+from behavior.video.opencv import load_cv2
 
 # The astronaut's head with some context, and the face inside it (the Haar cascade's box on the full photo).
 HEAD = (130, 20, 320, 220)  # left, top, right, bottom in the 512 x 512 photo

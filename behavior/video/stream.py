@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from behavior.errors import ConfigError, DataError
+from behavior.video.opencv import load_cv2
 
 DEFAULT_FPS = 25.0  # when a camera or stream does not say (its FrameSource.fps is then 0)
 
@@ -40,8 +41,6 @@ class FrameSource:
 
 
 def _camera(index: int) -> FrameSource:
-    from behavior.data.detectors import load_cv2
-
     cv2 = load_cv2()
     try:  # errors only: probing a missing camera otherwise prints a warning per capture backend
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from behavior.data.detectors import load_cv2
+from behavior.video.opencv import load_cv2
 
 BOX_COLOUR = (60, 220, 60)  # RGB
 MISSING_COLOUR = (235, 170, 40)

@@ -1,7 +1,7 @@
-"""``python -m behavior.live checkpoint=PATH source=0|FILE|URL``: classify a stream as it plays.
+"""A live session: classify a stream as it plays (``python -m behavior.live``).
 
 The reading loop keeps a ring buffer of the last ``window`` seconds, hands it to a worker thread every ``stride``
-frames (``behavior.engine.stream``) and writes each frame, annotated with the newest prediction made at or
+frames (``behavior.live.worker``) and writes each frame, annotated with the newest prediction made at or
 before it, to ``output``. A frame is written once that prediction exists, so the file shows what a viewer saw
 live, one latency later. Files are never dropped from: every ``stride``-th frame gets its own label. A live
 source drops the classifications the worker cannot keep up with instead of falling behind the camera.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -25,14 +24,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from behavior.cli import entry_point, select_device
+from behavior.cli import select_device
 from behavior.config import require_number
 from behavior.data.roi import roi_config
 from behavior.engine.inference import load_classifier
-from behavior.engine.stream import Job, Prediction, StreamClassifier
 from behavior.errors import ConfigError, DataError
-from behavior.report.annotate import Annotation, annotate
-from behavior.report.display import Display
+from behavior.live.annotate import Annotation, annotate
+from behavior.live.display import Display
+from behavior.live.worker import Job, Prediction, StreamClassifier
 from behavior.video.stream import DEFAULT_FPS, FrameSource, open_source
 from behavior.video.writer import VideoWriter
 
@@ -231,14 +230,3 @@ def run(cfg: DictConfig) -> LiveStats:
 def _prepend(first: np.ndarray, rest):
     yield first
     yield from rest
-
-
-@entry_point("live")
-def main(cfg: DictConfig) -> None:
-    stats = run(cfg)
-    if stats.stopped.startswith("the source failed"):
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """How fast live mode runs: the real-time factor on a 640x360, 25 fps source at the default model size.
 
-    python -m behavior.live_speed [--seconds 20] [--source FILE] [--rois none person] [--detect-every N]
+    python -m behavior.live.speed [--seconds 20] [--source FILE] [--rois none person] [--detect-every N]
                                   [--repeat 3] [--no-output]
 
 The source is a file, read as fast as live mode can take it, so the figure is the headroom a camera of that
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from behavior.data.detectors import load_cv2
 from behavior.engine.checkpoint import save_checkpoint
-from behavior.live import LiveStats, run
+from behavior.live.session import LiveStats, run
 from behavior.models import build_model
 from behavior.paths import conf_dir
 from behavior.video import open_video
+from behavior.video.opencv import load_cv2
 from behavior.video.writer import VideoWriter
 
 WIDTH, HEIGHT, FPS = 640, 360, 25.0
