@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from behavior.cli import entry_point, select_device
 from behavior.data.prepare import decode_timeout
@@ -29,6 +28,7 @@ from behavior.data.scan import find_videos
 from behavior.data.settings import check_keys
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
+from behavior.progress import Progress
 from behavior.timeline import COLUMNS as TIMELINE_COLUMNS
 from behavior.timeline import classify_timelines, timelines_folder, window_config
 
@@ -289,7 +289,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
                         f"{output.name}, {len(todo)} to classify{torn}"))
     start = time.perf_counter()
     try:
-        with tqdm(total=len(todo), desc="predict", unit="clip", disable=not cfg.progress, dynamic_ncols=True) as bar:
+        with Progress(total=len(todo), desc="predict", unit="clip", enabled=cfg.progress) as bar:
             if windows:  # decoded in this process: one video's windows are batched, not whole videos
                 target = Path(os.path.abspath(str(cfg.input)))
                 stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from behavior.atomic import atomic_open
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames, region_of_reader
@@ -34,6 +33,7 @@ from behavior.data.sampling import sample_views
 from behavior.data.transforms import build_transform
 from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
 from behavior.errors import ConfigError
+from behavior.progress import Progress
 from behavior.video import VideoDecodeError, VideoReader
 
 COLUMNS = ("segments", "timeline")  # extra columns of the main output in window mode
@@ -153,8 +153,8 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     # One region for the whole video, from detections spread over it (see behavior.data.roi).
     region = region_of_reader(reader, classifier.settings.roi)
     windows, all_probs = [], []
-    with tqdm(total=len(spans), desc=name[-30:], unit="window", leave=False, disable=not progress,
-              dynamic_ncols=True, position=1) as bar:
+    with Progress(total=len(spans), desc=name[-30:], unit="window", leave=False, enabled=progress,
+                  position=1) as bar:
         for at in range(0, len(spans), batch_size):
             batch = spans[at: at + batch_size]
             probs = classifier.probabilities(window_views(reader, batch, classifier.settings.sampling, transform,

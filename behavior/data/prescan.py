@@ -7,9 +7,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from behavior.data.records import ClipRecord
+from behavior.progress import Progress
 from behavior.video import VideoDecodeError, VideoMeta, probe_video
 from behavior.video.guard import map_with_timeout
 
@@ -46,8 +45,8 @@ def prescan(records, backend: str = "pyav", verify: bool = True, workers: int = 
     outcome: list[VideoMeta | str | None] = [None] * len(records)
     jobs = map_with_timeout(probe, [r.path for r in records], float("inf") if timeout is None else timeout,
                             workers)
-    for index, ok, value in tqdm(jobs, total=len(records), desc="scan clips", disable=not progress, unit="clip",
-                                 leave=False):
+    for index, ok, value in Progress(jobs, total=len(records), desc="scan clips", enabled=progress, unit="clip",
+                                     leave=False, lines=True):
         if not ok and not isinstance(value, VideoDecodeError):
             raise value  # a missing backend or a bug: not the clip's fault, so not a bad clip either
         if ok and value.num_frames < 1:

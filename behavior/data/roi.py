@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from behavior.atomic import atomic_open
 from behavior.config import check_number, dataclass_from_mapping
 from behavior.data.detectors import Detection, detector_for
 from behavior.data.records import ClipRecord
+from behavior.progress import Progress
 from behavior.video import VideoReader, open_video
 
 ROI_KINDS = ("none", "face", "person")
@@ -265,7 +265,7 @@ def find_regions(records: Sequence[ClipRecord], cfg: RoiConfig, backend: str = "
     if not cfg.active:
         return regions
     num_frames = num_frames or {}
-    for record in tqdm(records, desc=f"roi {cfg.kind}", unit="clip", disable=not progress, dynamic_ncols=True):
+    for record in Progress(records, desc=f"roi {cfg.kind}", unit="clip", enabled=progress):
         hint = num_frames.get(record.path)
         try:
             found = cache.get(record.path, cfg, hint) if cache is not None else None

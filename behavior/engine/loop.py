@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from behavior.errors import DivergedError
+from behavior.progress import Progress
 
 
 def amp_enabled(requested: bool, device: torch.device) -> bool:
@@ -56,7 +56,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, loss_fn: nn.
     model.train()
     start = time.perf_counter()
     total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = Progress(loader, desc=desc, unit="batch", leave=False, enabled=progress)
     for batch, (video, target, _) in enumerate(bar, start=1):
         video, target = video.to(device, non_blocking=True), target.to(device, non_blocking=True)
         inputs, wanted = video, target
@@ -97,8 +97,7 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = False, d
     """Class probabilities per clip, averaged over temporal views: ``(indices, labels, probs [N, C])``."""
     model.eval()
     all_idx, all_labels, all_probs = [], [], []
-    for video, target, index in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress,
-                                     dynamic_ncols=True):
+    for video, target, index in Progress(loader, desc=desc, unit="batch", leave=False, enabled=progress):
         batch, views = video.shape[:2]
         with autocast(device, amp):
             logits = model(video.flatten(0, 1).to(device, non_blocking=True))
