@@ -31,16 +31,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from behavior import provenance
 from behavior.atomic import atomic_open
 from behavior.cli import entry_point, select_device
 from behavior.data.prepare import decode_timeout
 from behavior.data.scan import find_videos
 from behavior.data.settings import check_keys
-from behavior.engine.inference import Classifier, ClipResult, classify_paths, load_classifier, top_k
+from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
-from behavior.provenance import code_provenance, file_sha256, now, short_hash
 from behavior.timeline import COLUMNS as TIMELINE_COLUMNS
-from behavior.timeline import WindowConfig, classify_timelines, timelines_folder, window_config
+from behavior.timeline import classify_timelines, timelines_folder, window_config
 
 LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
@@ -95,7 +95,8 @@ def provenance_record(checkpoint: str, sha256: str, settings: dict) -> dict:
     """What goes into ``<output>.provenance.json``: the checkpoint, the settings and the code."""
     return {"format": PROVENANCE_FORMAT, "written_by": "behavior.predict",
             "checkpoint": {"path": checkpoint, "absolute": os.path.abspath(checkpoint), "sha256": sha256},
-            "settings": {key: settings[key] for key in SETTING_KEYS}, **code_provenance(), "created": now()}
+            "settings": {key: settings[key] for key in SETTING_KEYS}, **provenance.code_provenance(),
+            "created": provenance.now()}
 
 
 def _setting(key: str, value) -> str:
@@ -115,18 +116,18 @@ class ProvenanceMismatch(DataError):
 class PredictionsFile:
     """The append-only predictions file, its already-done paths, and the lock that keeps it to one run.
 
-    With ``provenance`` (a :func:`provenance_record`) the file is one checkpoint's and one set of settings': an
+    With ``record`` (a :func:`provenance_record`) the file is one checkpoint's and one set of settings': an
     existing output whose record names others is refused (:class:`ProvenanceMismatch`) before a byte changes. One
     without a record (an older version's) is taken on, and ``unrecorded`` counts its rows, unless
     ``adopt_unrecorded`` is false."""
 
-    def __init__(self, path: Path, columns: list[str], provenance: dict | None = None,
+    def __init__(self, path: Path, columns: list[str], record: dict | None = None,
                  adopt_unrecorded: bool = True):
         self.path, self.columns = path, columns
         self.jsonl = path.suffix.lower() == ".jsonl"
         self.done: set[str] = set()
         self.torn = False
-        self.provenance, self.adopt_unrecorded = provenance, adopt_unrecorded
+        self.record, self.adopt_unrecorded = record, adopt_unrecorded
         self.unrecorded = 0  # rows of unknown provenance found in an output that had no record
         self._fh = None
 
@@ -144,7 +145,7 @@ class PredictionsFile:
         try:
             self._lock()
             # Checked under the lock and before anything is cut or written: a refusal leaves both files as they were.
-            recorded = self._check_provenance() if self.provenance is not None and not created else None
+            recorded = self._check_provenance() if self.record is not None and not created else None
             data = b"" if created else self._fh.read()
             keep = self._recognise(data)
             if keep < len(data):  # a row torn by a crash: only bytes this command wrote are cut
@@ -154,7 +155,7 @@ class PredictionsFile:
             if not self.jsonl and keep < len(self._header()):
                 self._write(self._header()[keep:])  # new file, or a header a kill tore: finish it, remove nothing
             self.sync()
-            if self.provenance is not None and recorded is None:
+            if self.record is not None and recorded is None:
                 self.unrecorded = len(self.done)
                 self._write_provenance()
         except BaseException:
@@ -179,31 +180,31 @@ class PredictionsFile:
             raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} that cannot be read "
                                                 f"({getattr(err, 'strerror', None) or err})") from None
         try:
-            record = json.loads(text)
-            given, old = self.provenance["checkpoint"], record["checkpoint"]
-            sha256, settings = old["sha256"], record["settings"]
+            saved = json.loads(text)
+            given, old = self.record["checkpoint"], saved["checkpoint"]
+            sha256, settings = old["sha256"], saved["settings"]
             if not isinstance(sha256, str) or not isinstance(settings, dict):
                 raise TypeError
         except (ValueError, TypeError, KeyError):
             raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} that is not as "
                                                 f"behavior.predict writes it (edited?)") from None
-        if isinstance(record.get("format"), int) and record["format"] > PROVENANCE_FORMAT:
+        if isinstance(saved.get("format"), int) and saved["format"] > PROVENANCE_FORMAT:
             raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} of a newer behavior "
-                                                f"(format {record['format']})")
+                                                f"(format {saved['format']})")
         if sha256 != given["sha256"]:
+            then, now = (provenance.short_hash(value) for value in (sha256, given["sha256"]))
             raise ProvenanceMismatch(self.path, f"holds the predictions of checkpoint {old.get('absolute')} (sha256 "
-                                                f"{short_hash(sha256)}), not of checkpoint {given['absolute']} "
-                                                f"(sha256 {short_hash(given['sha256'])})")
-        ours = self.provenance["settings"]
+                                                f"{then}), not of checkpoint {given['absolute']} (sha256 {now})")
+        ours = self.record["settings"]
         changed = [key for key in SETTING_KEYS if key in settings and settings[key] != ours[key]]
         if changed:
             then, given = (", ".join(_setting(k, values[k]) for k in changed) for values in (settings, ours))
             raise ProvenanceMismatch(self.path, f"was written with {then}; this run gives {given} (same checkpoint, "
-                                                f"sha256 {short_hash(sha256)})")
-        return record
+                                                f"sha256 {provenance.short_hash(sha256)})")
+        return saved
 
     def _write_provenance(self) -> None:
-        record = {**self.provenance, "unknown_provenance_rows": self.unrecorded}
+        record = {**self.record, "unknown_provenance_rows": self.unrecorded}
         try:
             with atomic_open(self.provenance_path, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, indent=2) + "\n")  # ASCII: a path that is not UTF-8 survives
@@ -363,8 +364,9 @@ def check_config(cfg: DictConfig) -> tuple[str, ...]:
     return tuple(e.lower() for e in extensions)
 
 
-def run_settings(classifier: Classifier, k: int, windows: WindowConfig | None) -> dict:
-    """The settings of SETTING_KEYS as this run resolved them (null in the config: the checkpoint's own)."""
+def run_settings(classifier, k: int, windows) -> dict:
+    """The settings of SETTING_KEYS as this run resolved them (null in the config: the checkpoint's own), from the
+    loaded Classifier, the top-k it writes and the WindowConfig (or None)."""
     settings = classifier.settings
     return {"num_views": settings.sampling.num_views, "decode.backend": settings.backend,
             "decode.max_short_side": settings.max_short_side, "roi": settings.roi.kind,
@@ -414,7 +416,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     k = min(cfg.top_k, len(classifier.class_names))
     # Hashed once loaded: the record names the bytes this run classifies with. A mismatch stops here, before any clip
     # is decoded and before the output is touched.
-    sha256 = file_sha256(str(cfg.checkpoint))
+    sha256 = provenance.file_sha256(str(cfg.checkpoint))
     record = provenance_record(str(cfg.checkpoint), sha256, run_settings(classifier, k, windows))
     out = open_output(Path(os.path.abspath(str(cfg.output))), columns_for(k, extra), record,
                       OmegaConf.select(cfg, "on_mismatch", default="refuse"))
@@ -422,7 +424,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     if out.unrecorded:
         print(printable(f"warning: {output.name} has no provenance record (written by an older version), so the "
                         f"checkpoint behind its {out.unrecorded} row(s) is unknown; resuming it with checkpoint "
-                        f"{cfg.checkpoint} (sha256 {short_hash(sha256)}), recorded in "
+                        f"{cfg.checkpoint} (sha256 {provenance.short_hash(sha256)}), recorded in "
                         f"{out.provenance_path.name}"), file=sys.stderr)
     counts = {"ok": 0, "error": 0, "partial": 0}
     failures: list[ClipResult] = []
