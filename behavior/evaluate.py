@@ -21,6 +21,7 @@ from behavior.data.transforms import TransformConfig, build_transform, transform
 from behavior.engine.checkpoint import load_model
 from behavior.engine.loop import amp_enabled, predict
 from behavior.errors import ConfigError, DataError
+from behavior.provenance import file_sha256
 from behavior.report import format_per_class_table, per_class_rows, write_report
 
 
@@ -28,8 +29,11 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
                    transform: TransformConfig, backend: str, num_frames: Mapping[str, int] | None,
                    device: torch.device, amp: bool, loader_cfg: Mapping, out_dir: Path, split: str,
                    extra: Mapping | None = None, cache: ClipCache | None = None,
-                   clip_timeout: float | None = None, regions: Mapping[str, Region] | None = None) -> dict:
-    """Predict every clip, write the report files into ``out_dir`` and print the per-class table."""
+                   clip_timeout: float | None = None, regions: Mapping[str, Region] | None = None,
+                   checkpoint: str | Path | None = None, checkpoint_sha256: str | None = None) -> dict:
+    """Predict every clip, write the report files into ``out_dir`` and print the per-class table.
+
+    ``checkpoint`` (and its sha256, when hashed as it was loaded) goes into metrics.json's provenance."""
     class_to_idx = {name: i for i, name in enumerate(class_names)}
     loader = make_loader(records, class_to_idx, sampling, build_transform(transform, train=False), False,
                          loader_cfg["eval_batch_size"], loader_cfg["num_workers"], backend, dict(num_frames or {}),
@@ -38,7 +42,8 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     indices, labels, probs = predict(model, loader, device, amp, desc=f"evaluate {split}",
                                      progress=loader_cfg.get("progress", True))
     paths = [records[i].path for i in indices]
-    metrics = write_report(out_dir, paths, labels.tolist(), probs, list(class_names), split=split, extra=extra)
+    metrics = write_report(out_dir, paths, labels.tolist(), probs, list(class_names), split=split, extra=extra,
+                           checkpoint=checkpoint, checkpoint_sha256=checkpoint_sha256)
     rows = per_class_rows(labels.tolist(), probs.argmax(1).tolist(), list(class_names))
     print(f"\nper-class results on the {split} split ({len(records)} clips):")
     print(format_per_class_table(rows, metrics))
@@ -57,6 +62,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = hydra_run_dir()
     device = select_device(cfg.device)
     model, state = load_model(cfg.checkpoint, device)
+    checkpoint_sha256 = file_sha256(cfg.checkpoint)  # now: the bytes loaded, even if the file is replaced later
     class_names = list(state["class_names"])
     records, _ = resolve_records(cfg.data)
     unknown = sorted({r.label for r in records} - set(class_names))
@@ -85,7 +91,8 @@ def main(cfg: DictConfig) -> float:
                              {"eval_batch_size": cfg.batch_size, "num_workers": cfg.num_workers,
                               "progress": cfg.progress}, run_dir, "evaluate",
                              extra={"checkpoint": str(cfg.checkpoint), "unreadable_clips": len(scan.bad)},
-                             cache=cache, clip_timeout=decode_timeout(cfg.data), regions=regions)
+                             cache=cache, clip_timeout=decode_timeout(cfg.data), regions=regions,
+                             checkpoint=cfg.checkpoint, checkpoint_sha256=checkpoint_sha256)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics["top1"]
 

@@ -7,12 +7,20 @@ torn by a crash so that clip is done again. An existing ``output`` that is not a
 columns is refused and left untouched. A clip that cannot be decoded gets an error row; the run goes on and exits 0.
 
 ``predict.window=SECONDS`` classifies each video window by window and writes its timeline (behavior/timeline.py).
+
+``<output>.provenance.json``, written when ``output`` is created, records the checkpoint (path and sha256), the
+settings that change the answers (``SETTING_KEYS``), the package version and git commit. A resume with another
+checkpoint or another setting is refused before anything is decoded or written, and both files are left as they
+were; ``on_mismatch=new`` writes to ``<stem>-2<suffix>`` (the first number that is free or already holds this
+checkpoint's and settings' predictions) instead. An output without that record (an older version's) is resumed with
+a warning and gets one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import sys
@@ -22,6 +30,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from behavior import provenance
+from behavior.atomic import atomic_open
 from behavior.cli import entry_point, select_device
 from behavior.data.prepare import decode_timeout
 from behavior.data.scan import find_videos
@@ -36,6 +46,13 @@ LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
 ROI_COLUMN = "roi_box"  # with a region-of-interest checkpoint: "left top right bottom" in fractions of the frame
 ENCODING = ("utf-8", "surrogateescape")  # file names that are not UTF-8 round-trip byte for byte
+PROVENANCE_SUFFIX = ".provenance.json"  # the record beside the output: <output>.provenance.json
+PROVENANCE_FORMAT = 1
+# The settings that change the answers besides the checkpoint itself (its classes, sampling, transforms and region
+# settings are implied by its sha256), as run() resolves them: what a resume must keep.
+SETTING_KEYS = ("num_views", "decode.backend", "decode.max_short_side", "roi", "predict.window", "predict.stride",
+                "top_k")
+ON_MISMATCH = ("refuse", "new")
 
 
 def printable(text: str) -> str:
@@ -70,14 +87,48 @@ def csv_line(values: Sequence) -> str:
     return buf.getvalue()
 
 
-class PredictionsFile:
-    """The append-only predictions file, its already-done paths, and the lock that keeps it to one run."""
+def provenance_path(output: Path) -> Path:
+    return output.with_name(output.name + PROVENANCE_SUFFIX)
 
-    def __init__(self, path: Path, columns: list[str]):
+
+def provenance_record(checkpoint: str, sha256: str, settings: dict) -> dict:
+    """What goes into ``<output>.provenance.json``: the checkpoint, the settings and the code."""
+    return {"format": PROVENANCE_FORMAT, "written_by": "behavior.predict",
+            "checkpoint": {"path": checkpoint, "absolute": os.path.abspath(checkpoint), "sha256": sha256},
+            "settings": {key: settings[key] for key in SETTING_KEYS}, **provenance.code_provenance(),
+            "created": provenance.now()}
+
+
+def _setting(key: str, value) -> str:
+    return f"{key}={'null' if value is None else value}"
+
+
+class ProvenanceMismatch(DataError):
+    """The output holds the predictions of another checkpoint or other settings, or its record is unreadable."""
+
+    def __init__(self, output: Path, reason: str):
+        self.output, self.reason = output, reason
+        free = output.with_name(f"{output.stem}-2{output.suffix}").name
+        super().__init__(f"output {output} {reason}; it is left untouched: give another output, or pass "
+                         f"on_mismatch=new to write to a new file next to it ({free} or the next free number)")
+
+
+class PredictionsFile:
+    """The append-only predictions file, its already-done paths, and the lock that keeps it to one run.
+
+    With ``record`` (a :func:`provenance_record`) the file is one checkpoint's and one set of settings': an
+    existing output whose record names others is refused (:class:`ProvenanceMismatch`) before a byte changes. One
+    without a record (an older version's) is taken on, and ``unrecorded`` counts its rows, unless
+    ``adopt_unrecorded`` is false."""
+
+    def __init__(self, path: Path, columns: list[str], record: dict | None = None,
+                 adopt_unrecorded: bool = True):
         self.path, self.columns = path, columns
         self.jsonl = path.suffix.lower() == ".jsonl"
         self.done: set[str] = set()
         self.torn = False
+        self.record, self.adopt_unrecorded = record, adopt_unrecorded
+        self.unrecorded = 0  # rows of unknown provenance found in an output that had no record
         self._fh = None
 
     def open(self) -> PredictionsFile:
@@ -93,6 +144,8 @@ class PredictionsFile:
             raise ConfigError(f"output={self.path}: cannot write it ({err.strerror or err})") from None
         try:
             self._lock()
+            # Checked under the lock and before anything is cut or written: a refusal leaves both files as they were.
+            recorded = self._check_provenance() if self.record is not None and not created else None
             data = b"" if created else self._fh.read()
             keep = self._recognise(data)
             if keep < len(data):  # a row torn by a crash: only bytes this command wrote are cut
@@ -102,10 +155,62 @@ class PredictionsFile:
             if not self.jsonl and keep < len(self._header()):
                 self._write(self._header()[keep:])  # new file, or a header a kill tore: finish it, remove nothing
             self.sync()
+            if self.record is not None and recorded is None:
+                self.unrecorded = len(self.done)
+                self._write_provenance()
         except BaseException:
             self._fh.close()
             raise
         return self
+
+    @property
+    def provenance_path(self) -> Path:
+        return provenance_path(self.path)
+
+    def _check_provenance(self) -> dict | None:
+        """The existing output's record when it matches this run's; None when there is none (an older version's)."""
+        where = self.provenance_path
+        try:
+            text = where.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if self.adopt_unrecorded:
+                return None
+            raise ProvenanceMismatch(self.path, f"has no provenance record ({where.name})") from None
+        except (OSError, UnicodeError) as err:
+            raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} that cannot be read "
+                                                f"({getattr(err, 'strerror', None) or err})") from None
+        try:
+            saved = json.loads(text)
+            given, old = self.record["checkpoint"], saved["checkpoint"]
+            sha256, settings = old["sha256"], saved["settings"]
+            if not isinstance(sha256, str) or not isinstance(settings, dict):
+                raise TypeError
+        except (ValueError, TypeError, KeyError):
+            raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} that is not as "
+                                                f"behavior.predict writes it (edited?)") from None
+        if isinstance(saved.get("format"), int) and saved["format"] > PROVENANCE_FORMAT:
+            raise ProvenanceMismatch(self.path, f"has a provenance record {where.name} of a newer behavior "
+                                                f"(format {saved['format']})")
+        if sha256 != given["sha256"]:
+            then, now = (provenance.short_hash(value) for value in (sha256, given["sha256"]))
+            raise ProvenanceMismatch(self.path, f"holds the predictions of checkpoint {old.get('absolute')} (sha256 "
+                                                f"{then}), not of checkpoint {given['absolute']} (sha256 {now})")
+        ours = self.record["settings"]
+        changed = [key for key in SETTING_KEYS if key in settings and settings[key] != ours[key]]
+        if changed:
+            then, given = (", ".join(_setting(k, values[k]) for k in changed) for values in (settings, ours))
+            raise ProvenanceMismatch(self.path, f"was written with {then}; this run gives {given} (same checkpoint, "
+                                                f"sha256 {provenance.short_hash(sha256)})")
+        return saved
+
+    def _write_provenance(self) -> None:
+        record = {**self.record, "unknown_provenance_rows": self.unrecorded}
+        try:
+            with atomic_open(self.provenance_path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, indent=2) + "\n")  # ASCII: a path that is not UTF-8 survives
+        except OSError as err:
+            raise ConfigError(f"output={self.path}: cannot write its provenance record {self.provenance_path.name} "
+                              f"({err.strerror or err})") from None
 
     def _header(self) -> bytes:
         return csv_line(self.columns).encode(*ENCODING)
@@ -245,6 +350,10 @@ def check_config(cfg: DictConfig) -> tuple[str, ...]:
         raise ConfigError(f"output={cfg.output}: name a .csv or .jsonl file")
     for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
         _int(cfg, key, low)
+    on_mismatch = OmegaConf.select(cfg, "on_mismatch", default="refuse")
+    if on_mismatch not in ON_MISMATCH:
+        raise ConfigError(f"on_mismatch={on_mismatch!r}: use refuse (stop when output holds another checkpoint's or "
+                          f"other settings' predictions) or new (write to a new file next to it)")
     _int(cfg, "num_views", 1, none_ok=True)
     check_keys(cfg.decode, "decode", ("backend", "max_short_side", "timeout"))
     decode_timeout(cfg.decode, "decode.timeout")
@@ -253,6 +362,35 @@ def check_config(cfg: DictConfig) -> tuple[str, ...]:
             or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
         raise ConfigError(f"extensions={extensions}: give a non-empty list of file extensions such as [.mp4,.avi]")
     return tuple(e.lower() for e in extensions)
+
+
+def run_settings(classifier, k: int, windows) -> dict:
+    """The settings of SETTING_KEYS as this run resolved them (null in the config: the checkpoint's own), from the
+    loaded Classifier, the top-k it writes and the WindowConfig (or None)."""
+    settings = classifier.settings
+    return {"num_views": settings.sampling.num_views, "decode.backend": settings.backend,
+            "decode.max_short_side": settings.max_short_side, "roi": settings.roi.kind,
+            "predict.window": windows and windows.window, "predict.stride": windows and windows.stride, "top_k": k}
+
+
+def open_output(output: Path, columns: list[str], record: dict, on_mismatch: str) -> PredictionsFile:
+    """``output``, or with ``on_mismatch=new`` when it holds other predictions, the first ``<stem>-N<suffix>`` that
+    is free or holds this run's (so the same command run again resumes it)."""
+    try:
+        return PredictionsFile(output, columns, record).open()
+    except ProvenanceMismatch as err:
+        if on_mismatch != "new":
+            raise
+        reason = err.reason
+    for number in itertools.count(2):
+        candidate = output.with_name(f"{output.stem}-{number}{output.suffix}")
+        try:
+            out = PredictionsFile(candidate, columns, record, adopt_unrecorded=False).open()
+        except DataError:  # another checkpoint's, unrecorded, not a predictions file, or being written: next one
+            continue
+        print(printable(f"output {output.name} {reason}: writing to {candidate} instead (on_mismatch=new)"))
+        return out
+    raise AssertionError("unreachable")
 
 
 def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, failures: list[ClipResult]) -> str:
@@ -276,8 +414,18 @@ def run(cfg: DictConfig) -> dict[str, int]:
                                  cfg.decode.max_short_side)
     extra = (*(TIMELINE_COLUMNS if windows else ()), *((ROI_COLUMN,) if classifier.settings.roi.active else ()))
     k = min(cfg.top_k, len(classifier.class_names))
-    output = Path(os.path.abspath(str(cfg.output)))
-    out = PredictionsFile(output, columns_for(k, extra)).open()
+    # Hashed once loaded: the record names the bytes this run classifies with. A mismatch stops here, before any clip
+    # is decoded and before the output is touched.
+    sha256 = provenance.file_sha256(str(cfg.checkpoint))
+    record = provenance_record(str(cfg.checkpoint), sha256, run_settings(classifier, k, windows))
+    out = open_output(Path(os.path.abspath(str(cfg.output))), columns_for(k, extra), record,
+                      OmegaConf.select(cfg, "on_mismatch", default="refuse"))
+    output = out.path
+    if out.unrecorded:
+        print(printable(f"warning: {output.name} has no provenance record (written by an older version), so the "
+                        f"checkpoint behind its {out.unrecorded} row(s) is unknown; resuming it with checkpoint "
+                        f"{cfg.checkpoint} (sha256 {provenance.short_hash(sha256)}), recorded in "
+                        f"{out.provenance_path.name}"), file=sys.stderr)
     counts = {"ok": 0, "error": 0, "partial": 0}
     failures: list[ClipResult] = []
     todo = [p for p in paths if p not in out.done]

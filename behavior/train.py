@@ -148,7 +148,7 @@ def train_run(cfg: DictConfig, run_dir: Path, split_seed: int | None = None) -> 
                              data.num_frames, device, amp, trainer, run_dir, split_name,
                              extra={"best_epoch": best["epoch"], "epochs_run": state.epoch,
                                     "checkpoint": f"{report_on}.pt"}, cache=cache, clip_timeout=clip_timeout,
-                             regions=regions)
+                             regions=regions, checkpoint=run_dir / f"{report_on}.pt")
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(data.split.parts()[split_name]), wall_seconds=time.perf_counter() - start)
     print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")

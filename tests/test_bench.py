@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from tests.conftest import make_clip_tree
@@ -45,6 +46,9 @@ def test_bench_writes_tables_and_resumes(tmp_path):
 
     metrics = [bench / "runs" / f"{m}_seed0" / "metrics.json" for m in ("tiny", "tiny_noattn")]
     assert json.loads(metrics[0].read_text())["checkpoint"] == "last.pt"  # the bench reports the schedule's end
+    provenance = json.loads(metrics[0].read_text())["provenance"]
+    assert provenance["checkpoint"] == "last.pt" and provenance["checkpoint_sha256"] == hashlib.sha256(
+        (metrics[0].parent / "last.pt").read_bytes()).hexdigest()
     stamps = [p.stat().st_mtime_ns for p in metrics]
     again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", cache, *SETTINGS)
     assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout

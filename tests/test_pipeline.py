@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from behavior.provenance import file_sha256, git_commit, package_version
 from tests.conftest import REPO, make_clip_tree
 
 TINY = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "transform.crop_size=32",
@@ -73,6 +74,9 @@ def test_train_writes_every_report_file(trained):
     assert len(read_csv(run / "predictions.csv")) == len(test_clips)
     assert [int(r["epoch"]) for r in read_csv(run / "history.csv")] == [1, 2]
     assert "precision" in proc.stdout and "wall time" in proc.stdout
+    provenance = metrics["provenance"]  # the checkpoint the report was made with, named inside the run folder
+    assert provenance["checkpoint"] == "best.pt" and provenance["checkpoint_sha256"] == file_sha256(run / "best.pt")
+    assert provenance["version"] == package_version() and provenance["git_commit"] == git_commit()
 
 
 def test_bad_clips_are_listed_and_skipped(trained):
@@ -100,6 +104,8 @@ def test_evaluate_reports_every_clip_under_a_folder(trained, tmp_path):
                "num_workers=0", "progress=false")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_clips"] == 24
+    assert metrics["provenance"]["checkpoint"] == str(run / "best.pt")
+    assert metrics["provenance"]["checkpoint_sha256"] == file_sha256(run / "best.pt")
     assert len(read_csv(out / "predictions.csv")) == 24
     assert (out / "confusion_matrix.png").is_file() and (out / "bad_clips.csv").is_file()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -21,9 +22,10 @@ from omegaconf import OmegaConf
 from behavior.data.scan import VIDEO_EXTENSIONS
 from behavior.engine.checkpoint import save_checkpoint
 from behavior.engine.inference import PredictDataset, load_classifier
-from behavior.errors import DataError
+from behavior.errors import ConfigError, DataError
 from behavior.models import build_model
 from behavior.predict import PredictionsFile, columns_for, csv_line, run
+from behavior.provenance import git_commit, package_version
 from behavior.video import open_leading_frames, open_video
 from behavior.video.writer import write_video
 from tests.conftest import REPO, moving_square_clip
@@ -350,3 +352,173 @@ def test_a_clip_that_hangs_the_decoder_costs_one_error_row(checkpoint, mixed, mo
     assert [r.path for r in results] == paths
     assert [r.ok for r in results] == [True, False, True, True]
     assert results[1].error == "decoding timed out after 1.5s (abandoned)"
+
+
+# Provenance: <output>.provenance.json names the checkpoint and settings; a resume with others is refused.
+
+def tiny_checkpoint(path: Path, seed: int) -> Path:
+    model_config = {"name": "behaviornet", "widths": [8, 16]}
+    torch.manual_seed(seed)
+    save_checkpoint(path, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
+                           "model_config": model_config, "class_names": CLASSES, "epoch": 1,
+                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
+                           "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tmp_path_factory) -> Path:
+    """The same model with other weights: another checkpoint with the same columns."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("other") / "other.pt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def two_clips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("two")
+    for i in range(2):
+        write_video(folder / f"c{i}.mp4", moving_square_clip(i, seed=i), fps=12)
+    return folder
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(*paths: Path) -> dict:
+    return {p.name: (sha(p), p.stat().st_mtime_ns) for p in paths}
+
+
+def predict_main(monkeypatch, capsys, *overrides: str) -> tuple[int, str, str]:
+    """The command line in this process: exit status, stdout, stderr."""
+    from behavior.predict import main
+
+    monkeypatch.setattr(sys, "argv", ["behavior.predict", "progress=false", "num_workers=0", *overrides])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_provenance_record_is_written_with_the_output(checkpoint, two_clips, tmp_path):
+    out = tmp_path / "preds.csv"
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    record = json.loads((tmp_path / "preds.csv.provenance.json").read_text())
+    assert record["format"] == 1 and record["checkpoint"] == {
+        "path": str(checkpoint), "absolute": os.path.abspath(checkpoint), "sha256": sha(checkpoint)}
+    assert record["settings"] == {"num_views": 1, "decode.backend": "pyav", "decode.max_short_side": 80,
+                                  "roi": "none", "predict.window": None, "predict.stride": None, "top_k": 3}
+    assert record["version"] == package_version() and record["git_commit"] == git_commit()
+    assert record["created"] and record["unknown_provenance_rows"] == 0
+    assert [r["status"] for r in read_rows(out)] == ["ok", "ok"]  # the rows are as they always were
+
+
+def test_another_checkpoint_is_refused_in_one_line_touching_nothing(checkpoint, other_checkpoint, two_clips,
+                                                                   tmp_path, monkeypatch, capsys):
+    out, record = tmp_path / "preds.csv", tmp_path / "preds.csv.provenance.json"
+    args = [f"input={two_clips}", f"output={out}"]
+    assert predict_main(monkeypatch, capsys, f"checkpoint={checkpoint}", *args)[0] == 0
+    with open(out, "ab") as f:  # a torn row: a resume would cut it, a refusal must not
+        f.write(f"{two_clips / 'c9.mp4'},ok,le".encode())
+    before = snapshot(out, record)
+
+    import behavior.predict as predict
+
+    monkeypatch.setattr(predict, "classify_paths", lambda *a, **k: pytest.fail("a clip was decoded"))
+    code, stdout, stderr = predict_main(monkeypatch, capsys, f"checkpoint={other_checkpoint}", *args)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: output ")
+    for path in (checkpoint, other_checkpoint):
+        assert f"{path} (sha256 {sha(path)[:12]})" in stderr
+    assert "left untouched" in stderr and "on_mismatch=new" in stderr and "preds-2.csv" in stderr
+    assert snapshot(out, record) == before and not (tmp_path / "preds-2.csv").exists()
+
+
+def test_same_checkpoint_resumes_whatever_its_path_or_the_null_settings(checkpoint, two_clips, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    before = snapshot(out, tmp_path / "preds.csv.provenance.json")
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    capsys.readouterr()
+    counts = run(predict_cfg(checkpoint=str(copy), input=str(two_clips), output=str(out), num_views=1, top_k=7,
+                             decode={"backend": "pyav"}))  # what null and a capped top_k resolve to: the same
+    assert counts["ok"] == 0 and "2 already in preds.csv, 0 to classify" in capsys.readouterr().out
+    assert snapshot(out, tmp_path / "preds.csv.provenance.json") == before
+
+
+@pytest.mark.parametrize("values, said", [
+    ({"num_views": 2}, "was written with num_views=1; this run gives num_views=2"),
+    ({"top_k": 2}, "was written with top_k=3; this run gives top_k=2"),
+    ({"decode": {"max_short_side": None}}, "decode.max_short_side=80; this run gives decode.max_short_side=null")])
+def test_another_setting_is_refused_naming_the_key(checkpoint, two_clips, tmp_path, values, said):
+    out = tmp_path / "preds.jsonl"
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    before = snapshot(out, tmp_path / "preds.jsonl.provenance.json")
+    with pytest.raises(DataError, match="left untouched") as refusal:
+        run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out), **values))
+    assert said in str(refusal.value) and "\n" not in str(refusal.value)
+    assert snapshot(out, tmp_path / "preds.jsonl.provenance.json") == before
+
+
+def test_on_mismatch_new_writes_the_first_free_numbered_file(checkpoint, other_checkpoint, two_clips, tmp_path,
+                                                             capsys):
+    out = tmp_path / "preds.csv"
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    before = snapshot(out, tmp_path / "preds.csv.provenance.json")
+    (tmp_path / "preds-2.csv").write_text("someone else's file\n")  # taken: not ours
+    capsys.readouterr()
+    counts = run(predict_cfg(checkpoint=str(other_checkpoint), input=str(two_clips), output=str(out),
+                             on_mismatch="new"))
+    said = capsys.readouterr().out
+    assert counts["ok"] == 2 and f"writing to {tmp_path / 'preds-3.csv'} instead (on_mismatch=new)" in said
+    assert "0 already in preds-3.csv" in said and f"predictions in {tmp_path / 'preds-3.csv'}" in said
+    assert json.loads((tmp_path / "preds-3.csv.provenance.json").read_text())["checkpoint"]["sha256"] == sha(
+        other_checkpoint)
+    assert len(read_rows(tmp_path / "preds-3.csv")) == 2 and snapshot(out, tmp_path / "preds.csv.provenance.json") \
+        == before and (tmp_path / "preds-2.csv").read_text() == "someone else's file\n"
+    # The same command again resumes the file it wrote rather than starting a fourth.
+    run(predict_cfg(checkpoint=str(other_checkpoint), input=str(two_clips), output=str(out), on_mismatch="new"))
+    assert "2 already in preds-3.csv" in capsys.readouterr().out and not (tmp_path / "preds-4.csv").exists()
+
+
+def test_output_of_an_older_version_resumes_with_a_warning_and_gets_a_record(checkpoint, other_checkpoint,
+                                                                           two_clips, tmp_path, capsys):
+    out, record = tmp_path / "preds.csv", tmp_path / "preds.csv.provenance.json"
+    (two_clips / "c0.mp4").rename(tmp_path / "later.mp4")  # the older run saw one clip
+    try:
+        run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    finally:
+        (tmp_path / "later.mp4").rename(two_clips / "c0.mp4")
+    record.unlink()
+    rows = out.read_bytes()
+    capsys.readouterr()
+    counts = run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    stdout, stderr = capsys.readouterr()
+    assert counts["ok"] == 1 and "1 already in preds.csv, 1 to classify" in stdout
+    warning = [line for line in stderr.splitlines() if "provenance" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: preds.csv has no provenance record")
+    assert "1 row(s) is unknown" in warning[0] and sha(checkpoint)[:12] in warning[0]
+    assert out.read_bytes().startswith(rows) and len(read_rows(out)) == 2
+    saved = json.loads(record.read_text())
+    assert saved["checkpoint"]["sha256"] == sha(checkpoint) and saved["unknown_provenance_rows"] == 1
+    with pytest.raises(DataError, match="not of checkpoint"):  # from now on the record holds
+        run(predict_cfg(checkpoint=str(other_checkpoint), input=str(two_clips), output=str(out)))
+
+
+def test_an_unreadable_record_is_refused(checkpoint, two_clips, tmp_path):
+    out, record = tmp_path / "preds.csv", tmp_path / "preds.csv.provenance.json"
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    record.write_text("{not json")
+    before = snapshot(out, record)
+    with pytest.raises(DataError, match="preds.csv.provenance.json that is not as behavior.predict writes it"):
+        run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(out)))
+    assert snapshot(out, record) == before
+
+
+def test_on_mismatch_is_checked(checkpoint, two_clips, tmp_path):
+    with pytest.raises(ConfigError, match="on_mismatch='overwrite'"):
+        run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(tmp_path / "p.csv"),
+                        on_mismatch="overwrite"))
+    assert not (tmp_path / "p.csv").exists()

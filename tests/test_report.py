@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from behavior.provenance import git_commit, git_state, package_version
 from behavior.report import (
     compute_metrics,
     confusion_counts,
@@ -197,6 +201,54 @@ def test_probabilities_written_unchanged():
     logits = np.array([[2.0, 1.0, -1.0]])
     out = to_probabilities(logits)
     assert out.sum() == pytest.approx(1.0) and out.argmax() == 0
+
+
+def test_metrics_json_records_provenance(tmp_path):
+    names = ["walk", "run, fast", "café"]
+    inside, outside = tmp_path / "run" / "best.pt", tmp_path / "elsewhere.pt"
+    inside.parent.mkdir()
+    inside.write_bytes(b"weights of the run")
+    outside.write_bytes(b"\x00other weights" * 100_000)  # bigger than one read: hashed in chunks
+    m = write_report(inside.parent, list("abcdef"), Y3, _onehot_logits(P3, 3), names, checkpoint=inside)
+    assert m["provenance"] == {"version": package_version(), "git_commit": git_commit(),
+                               "git_dirty": git_state()[1], "checkpoint": "best.pt",
+                               "checkpoint_sha256": hashlib.sha256(b"weights of the run").hexdigest()}
+    assert json.loads((inside.parent / "metrics.json").read_text(encoding="utf-8"))["provenance"] == m["provenance"]
+    m = write_report(tmp_path / "eval", list("abcdef"), Y3, _onehot_logits(P3, 3), names, checkpoint=outside)
+    assert m["provenance"]["checkpoint"] == str(outside)
+    assert m["provenance"]["checkpoint_sha256"] == hashlib.sha256(outside.read_bytes()).hexdigest()
+    m = write_report(tmp_path / "plain", list("abcdef"), Y3, _onehot_logits(P3, 3), names)
+    assert m["provenance"]["checkpoint"] is None and m["provenance"]["checkpoint_sha256"] is None
+
+
+def test_git_commit_only_from_the_package_own_checkout(monkeypatch, tmp_path):
+    import behavior.provenance as provenance
+
+    commit, dirty = provenance.git_state()
+    assert (commit is None and dirty is None) or (len(commit) == 40 and dirty in (True, False, None))
+    project = tmp_path / "project"  # someone's repository with the package installed in its virtual environment
+    installed = project / ".venv" / "site-packages" / "behavior"
+    installed.mkdir(parents=True)
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(project)], check=True)
+        subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                        "--allow-empty", "-m", "x"], check=True)  # HEAD exists: only the top folder rules it out
+    try:
+        for package_dir in (installed, tmp_path / "not_a_checkout" / "behavior"):
+            monkeypatch.setattr(provenance, "PACKAGE_DIR", package_dir)
+            provenance.git_state.cache_clear()
+            assert provenance.git_state() == (None, None)
+        monkeypatch.undo()
+
+        def no_git(*args, **kwargs):
+            raise FileNotFoundError("git")
+
+        monkeypatch.setattr(provenance.subprocess, "run", no_git)
+        provenance.git_state.cache_clear()
+        assert provenance.git_state() == (None, None)  # no git at all: no commit, and no error
+    finally:
+        monkeypatch.undo()
+        provenance.git_state.cache_clear()
 
 
 def test_extra_cannot_override_metrics(tmp_path):

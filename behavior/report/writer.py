@@ -8,8 +8,10 @@ Files written by write_report into out_dir:
                         true/pred are class NAMES; score is the probability of the predicted class;
                         correct is 1/0. Probabilities are the scores as given when every row already
                         sums to ~1 within [0, 1], otherwise a row softmax of the scores (logits).
-  metrics.json          compute_metrics(...) + split + class_names + extra -- written LAST, so its
-                        presence means the whole report is complete.
+  metrics.json          compute_metrics(...) + split + class_names + provenance + extra -- written LAST, so its
+                        presence means the whole report is complete. provenance: {version, git_commit,
+                        git_dirty, checkpoint, checkpoint_sha256} (behavior/provenance.py; nulls where unknown or
+                        when no checkpoint is involved).
 Every file goes through a temp file + os.replace, so a crash never leaves a half-written file.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from behavior.atomic import atomic_open
+from behavior.provenance import report_provenance
 from behavior.report.metrics import compute_metrics, confusion_counts, per_class_rows, to_probabilities
 from behavior.report.plots import plot_confusion_matrix, plot_curves
 
@@ -88,11 +91,14 @@ def write_report(
     class_names: Sequence[str],
     split: str = "test",
     extra: Mapping | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_sha256: str | None = None,
 ) -> dict:
     """Write the full evaluation report into out_dir (see module docstring) and return metrics.json's dict.
 
     Keys in extra that collide with computed metrics are ignored with a warning: the written numbers
-    must be the ones computed from the predictions.
+    must be the ones computed from the predictions. ``checkpoint`` is the file the scores came from; its
+    sha256 goes into the provenance (pass ``checkpoint_sha256`` when it was hashed as it was loaded).
     """
     names = [str(c) for c in class_names]
     # compute_metrics validates y_true/scores (empty, shapes, ranges) before anything is written.
@@ -143,6 +149,7 @@ def write_report(
     result: dict = dict(metrics)
     result["split"] = split
     result["class_names"] = names
+    result["provenance"] = report_provenance(checkpoint, checkpoint_sha256, out)
     for key, value in (extra or {}).items():
         if str(key) in result:
             msg = f"write_report: extra key {key!r} collides with a computed field; ignored"
