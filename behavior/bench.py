@@ -6,26 +6,25 @@ already holds ``metrics.json`` and ``bench_run.json`` is not run again, so an in
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
 from behavior.cli import entry_point, hydra_run_dir
-from behavior.data.settings import check_keys
+from behavior.config import Settings, check_bool, check_keys, check_number, fail
+from behavior.engine.training import train_run
 from behavior.errors import ConfigError
-from behavior.models import build_model
+from behavior.models import ModelConfig, build_model
 from behavior.paths import conf_dir
-from behavior.train import TRAIN_KEYS, train_run
+from behavior.recipe import Recipe
 
-MODEL_CONF = conf_dir() / "model"
 METRICS = ("top1", "mean_class_accuracy", "macro_f1")
 COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
            "gflops_per_clip", "train_clips_per_s", "inference_clips_per_s", "wall_s"]
@@ -42,22 +41,43 @@ class RunResult:
     wall_seconds: float
 
 
-def model_config(name: str, variants: Mapping) -> dict:
-    """The model config of a bench entry: a conf/model option, or a bench.variants entry over one."""
-    base, overrides = name, {}
-    if name in variants:
-        base = variants[name].get("base")
-        overrides = dict(variants[name].get("overrides") or {})
-    path = MODEL_CONF / f"{base}.yaml"
-    if not base or not path.is_file():
-        options = sorted(p.stem for p in MODEL_CONF.glob("*.yaml"))
-        raise ConfigError(f"bench.models: {name!r} is neither a model option {options} nor a bench.variants entry "
-                          f"with a valid base")
-    cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(path), overrides), resolve=True)
-    return cfg
+@dataclass(frozen=True)
+class BenchSettings(Settings):
+    """The ``bench`` group: which models (conf/model options or variants of them), which seeds, one split."""
+
+    GROUP = "bench"
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    split_seed: int
+    cache_speed: bool
+    variants: dict  # name: {base: conf/model option, overrides: {option: value}}
+
+    def __post_init__(self) -> None:
+        for key in ("models", "seeds"):
+            value = getattr(self, key)
+            if not isinstance(value, list | tuple) or not value:
+                raise fail(f"bench.{key}", value, "must list at least one entry")
+            object.__setattr__(self, key, tuple(value))
+        for seed in self.seeds:
+            check_number("bench.seeds", seed, integer=True)
+        check_number("bench.split_seed", self.split_seed, integer=True)
+        check_bool("bench.cache_speed", self.cache_speed)
+        for name, variant in self.variants.items():
+            check_keys(variant, f"bench.variants.{name}", ("base", "overrides"))
+        for name in self.models:  # a bad entry or option stops the bench before any training
+            self.model_config(name)
+
+    def model_config(self, name: str) -> ModelConfig:
+        """The model of a bench entry: a conf/model option, or a bench.variants entry over one."""
+        variant = self.variants.get(name, {"base": name, "overrides": {}})
+        options = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+        if variant["base"] not in options:
+            raise fail("bench.models", name, f"neither a model option {options} nor a bench.variants entry with a "
+                                             "valid base")
+        return ModelConfig.preset(variant["base"], **(variant["overrides"] or {}))
 
 
-def gflops_per_clip(model_cfg: Mapping, num_classes: int, num_frames: int, crop: int) -> float:
+def gflops_per_clip(model_cfg: ModelConfig, num_classes: int, num_frames: int, crop: int) -> float:
     """Forward FLOPs of one clip [1, 3, T, crop, crop], counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -68,14 +88,9 @@ def gflops_per_clip(model_cfg: Mapping, num_classes: int, num_frames: int, crop:
     return counter.get_total_flops() / 1e9
 
 
-def run_config(cfg: DictConfig, model_cfg: Mapping, seed: int, run_dir: Path) -> DictConfig:
-    run_cfg = copy.deepcopy(cfg)
-    OmegaConf.set_struct(run_cfg, False)
-    run_cfg.model = OmegaConf.create(dict(model_cfg))
-    run_cfg.seed = seed
-    del run_cfg["bench"]
-    run_cfg.trainer.resume = "auto"  # an interrupted run continues from its last.pt
-    return run_cfg
+def run_recipe(recipe: Recipe, model: ModelConfig, seed: int) -> Recipe:
+    # An interrupted bench run continues from its last.pt.
+    return replace(recipe, model=model, seed=seed, trainer=replace(recipe.trainer, resume="auto"))
 
 
 def load_done(run_dir: Path) -> dict | None:
@@ -134,19 +149,13 @@ def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | Non
     (bench_dir / "results.md").write_text(text, encoding="utf-8")
 
 
-def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
-    bench = cfg.bench
-    models, seeds = list(bench.models), [int(s) for s in bench.seeds]
-    if not models or not seeds:
-        raise ConfigError("bench.models and bench.seeds must each list at least one entry")
-    variants = OmegaConf.to_container(bench.get("variants") or {}, resolve=True)
-    model_cfgs = {name: model_config(name, variants) for name in models}
-    for model_cfg in model_cfgs.values():  # a bad option stops the bench before any training
-        build_model(model_cfg, 2)
-    split_seed = int(bench.get("split_seed", 0))
+def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dict]:
+    models, seeds = bench.models, bench.seeds
+    model_cfgs = {name: bench.model_config(name) for name in models}
     speed = None
-    if bench.get("cache_speed", True):
-        speed = cache_speed(cfg, model_cfgs[models[0]], models[0], split_seed, bench_dir)
+    if bench.cache_speed:
+        speed = cache_speed(run_recipe(recipe, model_cfgs[models[0]], recipe.seed), models[0],
+                            bench.split_seed, bench_dir)
         print(describe_cache_speed(speed) if speed else "cache speed: not measured (data.cache=null)", flush=True)
     total, rows = len(models) * len(seeds), []
     for m, name in enumerate(models):
@@ -159,7 +168,8 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
                 print(f"[{index}/{total}] {name} seed {seed}: skipped, done already ({run_dir})", flush=True)
             else:
                 print(f"[{index}/{total}] {name} seed {seed}: start -> {run_dir}", flush=True)
-                result = train_run(run_config(cfg, model_cfgs[name], seed, run_dir), run_dir, split_seed=split_seed)
+                result = train_run(run_recipe(recipe, model_cfgs[name], seed), run_dir,
+                                   split_seed=bench.split_seed)
                 if not result["metrics"]:
                     raise ConfigError("bench: the runs need a test or validation split "
                                       "(data.test_fraction or data.val_fraction > 0)")
@@ -171,8 +181,8 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
             num_classes = record["num_classes"]
             runs.append(RunResult(name, seed, record["metrics"], record["parameters"], record["train_clips_per_s"],
                                   record["inference_clips_per_s"], record["wall_seconds"]))
-        gflops = gflops_per_clip(model_cfgs[name], num_classes, int(cfg.sampling.num_frames),
-                                 int(cfg.transform.crop_size))
+        gflops = gflops_per_clip(model_cfgs[name], num_classes, recipe.sampling.num_frames,
+                                 recipe.transform.crop_size)
         rows.append(summarize(name, runs, gflops))
         write_results(bench_dir, rows, speed)  # the tables grow model by model
     return rows
@@ -180,9 +190,10 @@ def run_bench(cfg: DictConfig, bench_dir: Path) -> list[dict]:
 
 @entry_point("bench")
 def main(cfg: DictConfig) -> None:
-    check_keys(cfg, "", (*TRAIN_KEYS, "bench"))
+    recipe = Recipe.from_config(cfg, extra_keys=("bench",))
+    bench = BenchSettings.from_mapping(cfg.bench)
     bench_dir = hydra_run_dir()
-    rows = run_bench(cfg, bench_dir)
+    rows = run_bench(recipe, bench, bench_dir)
     print((bench_dir / "results.md").read_text(encoding="utf-8"))
     print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
 

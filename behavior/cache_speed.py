@@ -15,27 +15,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
-from behavior.cli import select_device
+from behavior.config import device_of
 from behavior.data.cache import ClipCache
-from behavior.data.prepare import PreparedData, clip_cache, make_loader, prepare_data
-from behavior.data.sampling import sampling_config
-from behavior.data.transforms import build_transform, transform_config
+from behavior.data.pipeline import ClipPipeline
+from behavior.data.prepare import PreparedData, clip_cache, prepare_data
+from behavior.data.roi import RegionCache, find_regions
 from behavior.engine.loop import amp_enabled, train_one_epoch
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import seed_everything
 from behavior.models import build_model
-from behavior.video.base import check_backend
-
-
-def _loader(cfg: DictConfig, data: PreparedData, backend: str, cache: ClipCache | None):
-    return make_loader(data.split.train, data.class_to_idx, sampling_config(cfg.sampling),
-                       build_transform(transform_config(cfg.transform), True), True, cfg.trainer.batch_size,
-                       cfg.trainer.num_workers, backend, data.num_frames, cfg.seed, cache=cache)
+from behavior.recipe import Recipe
 
 
 def _data_seconds(loader) -> float:
@@ -45,33 +39,46 @@ def _data_seconds(loader) -> float:
     return time.perf_counter() - start
 
 
-def _train_seconds(cfg: DictConfig, model_cfg: Mapping, data: PreparedData, loader) -> float:
-    seed_everything(cfg.seed)  # both epochs start from the same weights
-    device = select_device(cfg.trainer.device)
-    model = build_model(model_cfg, len(data.class_names)).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(loader), 1)
+def _train_seconds(recipe: Recipe, data: PreparedData, loader) -> float:
+    seed_everything(recipe.seed)  # both epochs start from the same weights
+    device = device_of(recipe.trainer.device)
+    model = build_model(recipe.model, len(data.class_names)).to(device)
+    optimizer = build_optimizer(model, recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.optim, len(loader), 1)
     labels = [data.class_to_idx[r.label] for r in data.split.train]
-    loss_fn = build_loss(cfg.optim, labels, len(data.class_names)).to(device)
-    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, amp_enabled(cfg.trainer.amp, device),
-                            grad_clip=float(cfg.optim.grad_clip), progress=False)
+    loss_fn = build_loss(recipe.optim, labels, len(data.class_names)).to(device)
+    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device,
+                            amp_enabled(recipe.trainer.amp, device), grad_clip=recipe.optim.grad_clip, progress=False)
     return stats.seconds
 
 
-def measure_cache_speed(cfg: DictConfig, model_cfg: Mapping, model_name: str, split_seed: int) -> dict | None:
-    """Seconds per training-split epoch with the cache off, filling, and warm; None when ``data.cache`` is off."""
-    backend = check_backend(cfg.decode.backend)
-    cache = clip_cache(cfg.data, backend, transform_config(cfg.transform))
+def measure_cache_speed(recipe: Recipe, model_name: str, split_seed: int) -> dict | None:
+    """Seconds per training-split epoch with the cache off, filling, and warm; None when ``data.cache`` is off.
+
+    The clips go through the same pipeline as a training run's (regions, decode timeout), with and without the
+    cache."""
+    backend = recipe.decode.backend
+    cache = clip_cache(recipe.data, backend, recipe.transform)
     if cache is None:
         return None
-    data = prepare_data(cfg.data, backend, split_seed, progress=False)
-    uncached, cached = _loader(cfg, data, backend, None), _loader(cfg, data, backend, cache)
+    data = prepare_data(recipe.data, backend, split_seed, progress=False)
+    regions = find_regions(data.split.train, recipe.roi, backend, data.num_frames, progress=False,
+                           cache=RegionCache(cache.root, backend)) if recipe.roi.active else {}
+    pipeline = ClipPipeline(recipe.sampling, recipe.transform, backend, recipe.roi, recipe.data.decode_timeout,
+                            num_frames=data.num_frames, regions=regions)
+    trainer = recipe.trainer
+
+    def loader(cache: ClipCache | None):
+        return replace(pipeline, cache=cache).loader(data.split.train, data.class_to_idx, True, trainer.batch_size,
+                                                     trainer.num_workers, recipe.seed)
+
+    uncached, cached = loader(None), loader(cache)
     result = {"model": model_name, "clips": len(data.split.train), "cache": str(cache.root)}
     result["data_null_s"] = _data_seconds(uncached)
     result["data_fill_s"] = _data_seconds(cached)  # a no-op fill when a previous run warmed it already
     result["data_warm_s"] = _data_seconds(cached)
-    result["train_null_s"] = _train_seconds(cfg, model_cfg, data, uncached)
-    result["train_warm_s"] = _train_seconds(cfg, model_cfg, data, cached)
+    result["train_null_s"] = _train_seconds(recipe, data, uncached)
+    result["train_warm_s"] = _train_seconds(recipe, data, cached)
     result["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -100,12 +107,12 @@ def cache_speed_markdown(s: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cache_speed(cfg: DictConfig, model_cfg: Mapping, model_name: str, split_seed: int, bench_dir: Path) -> dict | None:
+def cache_speed(recipe: Recipe, model_name: str, split_seed: int, bench_dir: Path) -> dict | None:
     """Measure once per bench folder (kept in cache_speed.json, so a resumed bench does not measure again)."""
     file = bench_dir / "cache_speed.json"
     if file.is_file():
         return json.loads(file.read_text(encoding="utf-8"))
-    result = measure_cache_speed(cfg, model_cfg, model_name, split_seed)
+    result = measure_cache_speed(recipe, model_name, split_seed)
     if result is not None:
         file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

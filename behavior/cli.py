@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import OmegaConf
 
-from behavior.errors import BehaviorError, ConfigError
+from behavior.errors import BehaviorError
 from behavior.paths import conf_dir
 from behavior.video import DecoderUnavailableError, VideoDecodeError
 
@@ -102,17 +101,6 @@ def unknown_key_message(config_name: str, key: str) -> str:
 def first_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name}: CUDA is not available on this machine (use auto or cpu)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"trainer.device={name!r}: use auto, cpu, cuda or cuda:N") from None
 
 
 def hydra_run_dir() -> Path:

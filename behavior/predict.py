@@ -26,21 +26,34 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from behavior import provenance
 from behavior.atomic import atomic_open
-from behavior.cli import entry_point, select_device
-from behavior.data.prepare import decode_timeout
+from behavior.cli import entry_point
+from behavior.config import (
+    Settings,
+    check_bool,
+    check_choice,
+    check_device,
+    check_keys,
+    check_number,
+    check_text,
+    device_of,
+    fail,
+    plain,
+)
+from behavior.data.roi import active
 from behavior.data.scan import find_videos
-from behavior.data.settings import check_keys
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier, top_k
 from behavior.errors import ConfigError, DataError
 from behavior.progress import Progress
 from behavior.timeline import COLUMNS as TIMELINE_COLUMNS
-from behavior.timeline import classify_timelines, timelines_folder, window_config
+from behavior.timeline import WindowConfig, classify_timelines, timelines_folder, window_config
+from behavior.video import require_backend
 
 LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
@@ -330,46 +343,73 @@ def find_inputs(target: Path, extensions: tuple[str, ...]) -> list[str]:
     return paths
 
 
-def _int(cfg: DictConfig, key: str, low: int, none_ok: bool = False) -> int | None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and none_ok:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key}={value!r}: use an integer >= {low}" + (" or null" if none_ok else ""))
-    return value
+@dataclass(frozen=True)
+class PredictDecode(Settings):
+    GROUP = "decode"
+    backend: str | None  # null = the checkpoint's
+    max_short_side: int | str | None  # auto | null | pixels
+    timeout: float | None  # seconds one clip may take in a worker; null = no limit
+
+    def __post_init__(self) -> None:
+        if self.backend is not None:
+            require_backend(self.backend)
+        if self.max_short_side != "auto":
+            check_number("decode.max_short_side", self.max_short_side, 1, integer=True, none_ok=True)
+        check_number("decode.timeout", self.timeout, 0, above=True, none_ok=True)
 
 
-def check_config(cfg: DictConfig) -> tuple[str, ...]:
-    """Stop on a bad value before the checkpoint is loaded; returns the (lower-case) extensions."""
-    for key, hint in (("checkpoint", "the checkpoint to use (checkpoint=PATH/best.pt)"),
-                      ("input", "a clip or a folder of clips (input=DIR)"),
-                      ("output", "the predictions file to write (output=predictions.csv or .jsonl)")):
-        if cfg.get(key) in (None, ""):
-            raise ConfigError(f"{key}: give {hint}")
-    if Path(str(cfg.output)).suffix.lower() not in (".csv", ".jsonl"):
-        raise ConfigError(f"output={cfg.output}: name a .csv or .jsonl file")
-    for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
-        _int(cfg, key, low)
-    on_mismatch = OmegaConf.select(cfg, "on_mismatch", default="refuse")
-    if on_mismatch not in ON_MISMATCH:
-        raise ConfigError(f"on_mismatch={on_mismatch!r}: use refuse (stop when output holds another checkpoint's or "
-                          f"other settings' predictions) or new (write to a new file next to it)")
-    _int(cfg, "num_views", 1, none_ok=True)
-    check_keys(cfg.decode, "decode", ("backend", "max_short_side", "timeout"))
-    decode_timeout(cfg.decode, "decode.timeout")
-    extensions = cfg.extensions
-    if (not OmegaConf.is_list(extensions) or not extensions
-            or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
-        raise ConfigError(f"extensions={extensions}: give a non-empty list of file extensions such as [.mp4,.avi]")
-    return tuple(e.lower() for e in extensions)
+@dataclass(frozen=True)
+class PredictSettings(Settings):
+    """conf/predict.yaml, checked before the checkpoint is loaded."""
+
+    GROUP = ""
+    checkpoint: str
+    input: str
+    output: str
+    extensions: tuple[str, ...]  # lower-cased
+    top_k: int
+    num_views: int | None
+    decode: PredictDecode
+    batch_size: int
+    num_workers: int
+    device: str
+    amp: bool
+    progress: bool
+    predict: WindowConfig | None  # window mode (predict.window / predict.stride), or None: one row per clip
+    on_mismatch: str  # refuse | new: when output holds another checkpoint's or other settings' predictions
+
+    def __post_init__(self) -> None:
+        check_text("checkpoint", self.checkpoint, what="the checkpoint to use (checkpoint=PATH/best.pt)")
+        check_text("input", self.input, what="a clip or a folder of clips (input=DIR)")
+        check_text("output", self.output, what="the predictions file to write (output=predictions.csv or .jsonl)")
+        if Path(self.output).suffix.lower() not in (".csv", ".jsonl"):
+            raise fail("output", self.output, "name a .csv or .jsonl file")
+        extensions = self.extensions
+        if (not isinstance(extensions, list | tuple) or not extensions
+                or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
+            raise fail("extensions", extensions, "give a non-empty list of file extensions such as [.mp4,.avi]")
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in extensions))
+        for key, low in (("top_k", 1), ("batch_size", 1), ("num_workers", 0)):
+            check_number(key, getattr(self, key), low, integer=True)
+        check_number("num_views", self.num_views, 1, integer=True, none_ok=True)
+        if not isinstance(self.decode, PredictDecode):
+            object.__setattr__(self, "decode", PredictDecode.from_mapping(self.decode))
+        check_device("device", self.device)
+        check_bool("amp", self.amp)
+        check_bool("progress", self.progress)
+        check_choice("on_mismatch", self.on_mismatch, ON_MISMATCH)
+        if not isinstance(self.predict, WindowConfig | None):
+            window = plain(self.predict)
+            check_keys(window, "predict", ("window", "stride"))
+            object.__setattr__(self, "predict", window_config(window["window"], window["stride"]))
 
 
 def run_settings(classifier, k: int, windows) -> dict:
     """The settings of SETTING_KEYS as this run resolved them (null in the config: the checkpoint's own), from the
     loaded Classifier, the top-k it writes and the WindowConfig (or None)."""
-    settings = classifier.settings
-    return {"num_views": settings.sampling.num_views, "decode.backend": settings.backend,
-            "decode.max_short_side": settings.max_short_side, "roi": settings.roi.kind,
+    pipeline = classifier.pipeline
+    return {"num_views": pipeline.sampling.num_views, "decode.backend": pipeline.backend,
+            "decode.max_short_side": pipeline.max_short_side, "roi": pipeline.roi.kind,
             "predict.window": windows and windows.window, "predict.stride": windows and windows.stride, "top_k": k}
 
 
@@ -405,21 +445,19 @@ def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, 
     return printable("\n".join(lines))
 
 
-def run(cfg: DictConfig) -> dict[str, int]:
-    extensions = check_config(cfg)
-    windows = window_config(cfg)
-    paths = find_inputs(Path(str(cfg.input)), extensions)
-    device = select_device(cfg.device)
-    classifier = load_classifier(str(cfg.checkpoint), device, bool(cfg.amp), cfg.num_views, cfg.decode.backend,
+def run(cfg: PredictSettings) -> dict[str, int]:
+    windows = cfg.predict
+    paths = find_inputs(Path(cfg.input), cfg.extensions)
+    device = device_of(cfg.device)
+    classifier = load_classifier(cfg.checkpoint, device, cfg.amp, cfg.num_views, cfg.decode.backend,
                                  cfg.decode.max_short_side)
-    extra = (*(TIMELINE_COLUMNS if windows else ()), *((ROI_COLUMN,) if classifier.settings.roi.active else ()))
+    extra = (*(TIMELINE_COLUMNS if windows else ()), *((ROI_COLUMN,) if active(classifier.pipeline.roi) else ()))
     k = min(cfg.top_k, len(classifier.class_names))
     # Hashed once loaded: the record names the bytes this run classifies with. A mismatch stops here, before any clip
     # is decoded and before the output is touched.
-    sha256 = provenance.file_sha256(str(cfg.checkpoint))
-    record = provenance_record(str(cfg.checkpoint), sha256, run_settings(classifier, k, windows))
-    out = open_output(Path(os.path.abspath(str(cfg.output))), columns_for(k, extra), record,
-                      OmegaConf.select(cfg, "on_mismatch", default="refuse"))
+    sha256 = provenance.file_sha256(cfg.checkpoint)
+    record = provenance_record(cfg.checkpoint, sha256, run_settings(classifier, k, windows))
+    out = open_output(Path(os.path.abspath(cfg.output)), columns_for(k, extra), record, cfg.on_mismatch)
     output = out.path
     if out.unrecorded:
         print(printable(f"warning: {output.name} has no provenance record (written by an older version), so the "
@@ -430,7 +468,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     failures: list[ClipResult] = []
     todo = [p for p in paths if p not in out.done]
     if not paths:
-        print(printable(f"no video files ({', '.join(extensions)}) under {cfg.input}; nothing to classify"))
+        print(printable(f"no video files ({', '.join(cfg.extensions)}) under {cfg.input}; nothing to classify"))
     else:
         torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
         print(printable(f"{len(paths)} clip(s) under {cfg.input}: {len(paths) - len(todo)} already in "
@@ -443,8 +481,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
                 stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,
                                             target if target.is_dir() else target.parent, cfg.progress)
             else:
-                stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers,
-                                        decode_timeout(cfg.decode, "decode.timeout"))
+                stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers, cfg.decode.timeout)
             for results in stream:
                 for result in results:
                     out.write(row_of(result, classifier.class_names, k, extra))
@@ -469,7 +506,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
 
 @entry_point("predict")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run(PredictSettings.from_mapping(cfg))
 
 
 if __name__ == "__main__":

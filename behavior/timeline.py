@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from behavior.atomic import atomic_open
+from behavior.config import check_number, fail
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames, region_of_reader
 from behavior.data.sampling import sample_views
 from behavior.data.transforms import build_transform
@@ -54,21 +54,18 @@ class Segment:
     score: float
 
 
-def window_config(cfg: DictConfig) -> WindowConfig | None:
-    """``predict.window``/``predict.stride`` from the config, checked; None when window mode is off."""
-    window = OmegaConf.select(cfg, "predict.window", default=None)
-    stride = OmegaConf.select(cfg, "predict.stride", default=None)
+def window_config(window: object, stride: object) -> WindowConfig | None:
+    """``predict.window``/``predict.stride``, checked; None when window mode is off."""
     if window is None:
         if stride is not None:
-            raise ConfigError(f"predict.stride={stride!r}: only used with predict.window=SECONDS")
+            raise fail("predict.stride", stride, "only used with predict.window=SECONDS")
         return None
-    for key, value in (("predict.window", window), ("predict.stride", stride)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
-            raise ConfigError(f"{key}={value!r}: use a number of seconds > 0")
+    check_number("predict.window", window, 0, above=True)
+    check_number("predict.stride", stride, 0, above=True, none_ok=True)
     stride = window / 2 if stride is None else stride
     if stride > window:
         # The gap between two windows would be labelled without a frame of it being seen.
-        raise ConfigError(f"predict.stride={stride!r}: use at most predict.window ({window}) so no time is unseen")
+        raise fail("predict.stride", stride, f"use at most predict.window ({window}) so no time is unseen")
     return WindowConfig(float(window), float(stride))
 
 
@@ -149,15 +146,15 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     if fps <= 0:
         raise VideoDecodeError(reader.path, "frame rate unknown: windows cannot be placed in time")
     spans = window_spans(n, fps, config)
-    transform = build_transform(classifier.settings.transform, train=False)
+    transform = build_transform(classifier.pipeline.transform, train=False)
     # One region for the whole video, from detections spread over it (see behavior.data.roi).
-    region = region_of_reader(reader, classifier.settings.roi)
+    region = region_of_reader(reader, classifier.pipeline.roi)
     windows, all_probs = [], []
     with Progress(total=len(spans), desc=name[-30:], unit="window", leave=False, enabled=progress,
                   position=1) as bar:
         for at in range(0, len(spans), batch_size):
             batch = spans[at: at + batch_size]
-            probs = classifier.probabilities(window_views(reader, batch, classifier.settings.sampling, transform,
+            probs = classifier.probabilities(window_views(reader, batch, classifier.pipeline.sampling, transform,
                                                           region))
             for (first, count), p in zip(batch, probs.numpy(), strict=True):
                 best = int(np.argmax(p))
@@ -179,7 +176,7 @@ def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batc
     def classify(reader: VideoReader) -> Timeline:
         return classify_reader(classifier, reader, config, batch_size, progress, name)
 
-    timeline, _, warning = read_salvaging(path, classifier.settings, classify)
+    timeline, _, warning = read_salvaging(path, classifier.pipeline, classify)
     timeline.warning = "; ".join(w for w in (warning, timeline.region.note()) if w)
     return timeline
 

@@ -49,3 +49,13 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"shared dataset {path} is absent")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    # The long fuzz run only when asked for by name (pytest -m fuzz_long), whatever other -m is given (-m "not slow").
+    if "fuzz_long" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long decode fuzz run: pytest -m fuzz_long")
+    for item in items:
+        if "fuzz_long" in item.keywords:
+            item.add_marker(skip)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from tests.conftest import make_clip_tree
-from tests.test_pipeline import TINY, read_csv, run_module
+from tests.helpers import TINY, run_module
+from tests.test_pipeline import read_csv
+
+pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 # Model options come from bench.variants, not the global model group, so no model.* override here.
 SETTINGS = [o for o in TINY if not o.startswith("model.")] + [

@@ -16,6 +16,7 @@ from behavior.data.dataset import ClipDataset
 from behavior.data.prepare import clip_cache
 from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import scan_folder
+from behavior.data.settings import DataConfig
 from behavior.data.transforms import TransformConfig, build_transform
 from behavior.errors import ConfigError
 from behavior.video.writer import write_video
@@ -129,8 +130,8 @@ def test_unwritable_cache_warns_once_and_still_returns_frames(tmp_path, clip, ca
 def _dataset(root, train: bool, cache: ClipCache | None, views: int = 1) -> ClipDataset:
     records = scan_folder(root)
     classes = {name: i for i, name in enumerate(sorted({r.label for r in records}))}
-    transform = build_transform(TransformConfig(size=40, crop_size=32), train)
-    return ClipDataset(records, classes, SamplingConfig(num_frames=4, num_views=views), transform, train,
+    transform = build_transform(TransformConfig.preset("default", size=40, crop_size=32), train)
+    return ClipDataset(records, classes, SamplingConfig.preset("tsn", num_frames=4, num_views=views), transform, train,
                        cache=cache)
 
 
@@ -146,11 +147,11 @@ def test_cached_items_equal_direct_decoding(clip_tree, tmp_path, train, views):
 
 
 def test_config_turns_the_cache_on_and_off(tmp_path):
-    transform = TransformConfig(size=40, crop_size=32)
-    assert clip_cache({"cache": None}, "pyav", transform) is None
-    cache = clip_cache({"cache": str(tmp_path / "c"), "cache_max_frames": 8}, "pyav", transform)
+    transform = TransformConfig.preset("default", size=40, crop_size=32)
+    assert clip_cache(DataConfig.preset("synthetic", cache=None), "pyav", transform) is None
+    cache = clip_cache(DataConfig.preset("synthetic", cache=str(tmp_path / "c"), cache_max_frames=8), "pyav", transform)
     assert cache.root == tmp_path / "c" and cache.settings == CacheSettings("pyav", "short_side", 40, 8)
-    relative = clip_cache({"cache": "data/cache"}, "pyav", transform)
+    relative = clip_cache(DataConfig.preset("synthetic", cache="data/cache"), "pyav", transform)
     assert relative.root.is_absolute() and relative.root.parts[-2:] == ("data", "cache")
-    with pytest.raises(ConfigError, match="data.cache_max_frames"):
-        clip_cache({"cache": "x", "cache_max_frames": 0}, "pyav", transform)
+    with pytest.raises(ConfigError, match=r"^data\.cache_max_frames=0: must be an integer >= 1$"):
+        DataConfig.preset("synthetic", cache="x", cache_max_frames=0)

@@ -8,13 +8,13 @@ from behavior.data.sampling import SamplingConfig
 from behavior.data.scan import scan_folder
 from behavior.data.transforms import TransformConfig, build_transform
 
-TRANSFORM = TransformConfig(size=40, crop_size=32)
+TRANSFORM = TransformConfig.preset("default", size=40, crop_size=32)
 
 
 def dataset(root, train: bool, views: int = 1, seed: int = 0) -> ClipDataset:
     records = scan_folder(root)
     classes = {name: i for i, name in enumerate(sorted({r.label for r in records}))}
-    sampling = SamplingConfig(num_frames=4, num_views=views)
+    sampling = SamplingConfig.preset("tsn", num_frames=4, num_views=views)
     return ClipDataset(records, classes, sampling, build_transform(TRANSFORM, train), train, seed=seed)
 
 

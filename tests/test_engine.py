@@ -1,44 +1,58 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
-from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from behavior.engine.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from behavior.engine.loop import mixup, train_one_epoch
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler, class_weights, optim_config
+from behavior.engine.optim import OptimConfig, build_loss, build_optimizer, build_scheduler, class_weights
 from behavior.engine.trainer import restore
 from behavior.errors import ConfigError, DivergedError
-from behavior.models import build_model
+from behavior.models import ModelConfig, build_model
+from tests.helpers import tiny_recipe
 
-OPTIM = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
-         "min_lr_ratio": 0.01, "label_smoothing": 0.1, "class_weighted": False}
+OPTIM = OptimConfig.preset("adamw", lr=0.01, weight_decay=0.05, schedule="cosine", warmup_epochs=1,
+                           min_lr_ratio=0.01, label_smoothing=0.1, class_weighted=False)
 
 
 def state(**extra):
-    return {"model_state": nn.Linear(2, 3).state_dict(), "model_config": {"name": "x"}, "class_names": ["a", "b"],
+    """What a checkpoint file holds, as a plain dict (for files written without write_checkpoint)."""
+    return {"model_state": nn.Linear(2, 3).state_dict(), "recipe": tiny_recipe().to_dict(), "class_names": ["a", "b"],
             "epoch": 1, **extra}
 
 
 def test_checkpoint_round_trip_and_no_temp_files_left(tmp_path):
-    path = save_checkpoint(tmp_path / "ck" / "last.pt", state(history=[{"epoch": 1, "loss": 0.5}]))
-    loaded = load_checkpoint(path)
-    assert loaded["class_names"] == ["a", "b"] and loaded["history"][0]["loss"] == 0.5
+    recipe = tiny_recipe()
+    path = write_checkpoint(tmp_path / "ck" / "last.pt", recipe, ["a", "b"], nn.Linear(2, 3).state_dict(), 1,
+                            history=[{"epoch": 1, "loss": 0.5}])
+    loaded = read_checkpoint(path)
+    assert loaded.class_names == ["a", "b"] and loaded.epoch == 1 and loaded.state["history"][0]["loss"] == 0.5
+    assert loaded.recipe == recipe and loaded.path == path
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
 def test_checkpoint_errors_are_clear(tmp_path):
-    with pytest.raises(CheckpointError, match="file not found"):
-        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"^checkpoint=.*missing\.pt: file not found"):
+        read_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"^trainer\.resume=.*: is a folder"):
+        read_checkpoint(tmp_path, key="trainer.resume")
     torn = tmp_path / "torn.pt"
-    save_checkpoint(torn, state())
+    torch.save(state(), torn)
     torn.write_bytes(torn.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
-        load_checkpoint(torn)
+        read_checkpoint(torn)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="not a behavior checkpoint"):
-        load_checkpoint(other)
+        read_checkpoint(other)
+    bad_recipe = tmp_path / "bad_recipe.pt"
+    recipe = state()["recipe"]
+    torch.save(state(recipe={**recipe, "model": {**recipe["model"], "widths": []}}), bad_recipe)
+    with pytest.raises(CheckpointError, match=r"its recipe does not check \(model\.widths=\[\]: "):
+        read_checkpoint(bad_recipe)
 
 
 class _CreatesFile:
@@ -56,7 +70,7 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save(state(payload=_CreatesFile(marker)), evil)
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
-        load_checkpoint(evil)
+        read_checkpoint(evil)
     assert not marker.exists()
 
 
@@ -80,16 +94,18 @@ def test_biases_are_not_decayed():
 
 
 def test_optim_errors_name_the_key():
-    with pytest.raises(ConfigError, match="optim.lr"):
-        build_optimizer(nn.Linear(2, 2), {**OPTIM, "lr": -1})
-    with pytest.raises(ConfigError, match="optim.schedule"):
-        build_scheduler(build_optimizer(nn.Linear(2, 2), OPTIM), {**OPTIM, "schedule": "steps"}, 1, 1)
+    with pytest.raises(ConfigError, match=r"^optim\.lr=-1: must be a number > 0$"):
+        OptimConfig.preset("adamw", lr=-1)
+    with pytest.raises(ConfigError, match=r"^optim\.schedule=steps: choose one of cosine, onecycle, constant$"):
+        OptimConfig.preset("adamw", schedule="steps")
+    with pytest.raises(ConfigError, match=r"^optim\.momentum is not a known key; allowed keys of optim: name, lr"):
+        OptimConfig.preset("adamw", momentum=0.9)
 
 
 def test_class_weights_favour_rare_classes():
     weights = class_weights([0, 0, 0, 1], 2)
     assert weights[1] > weights[0] and weights.mean() == pytest.approx(1.0)
-    loss = build_loss({**OPTIM, "class_weighted": True}, [0, 0, 0, 1], 2)
+    loss = build_loss(replace(OPTIM, class_weighted=True), [0, 0, 0, 1], 2)
     assert torch.allclose(loss.weight, weights)
 
 
@@ -110,10 +126,11 @@ def test_mixup_blends_clips_and_labels_with_one_weight():
 
 
 def test_mixup_alpha_must_be_a_non_negative_number():
-    assert optim_config({"mixup_alpha": 0.2}).mixup_alpha == 0.2 and optim_config({}).mixup_alpha == 0.0
+    assert OptimConfig.preset("adamw", mixup_alpha=0.2).mixup_alpha == 0.2
+    assert OptimConfig.preset("adamw").mixup_alpha == 0.0
     for bad in (-1, "x", True):
-        with pytest.raises(ConfigError, match="optim.mixup_alpha"):
-            optim_config({"mixup_alpha": bad})
+        with pytest.raises(ConfigError, match=r"^optim\.mixup_alpha=.*: must be a number >= 0$"):
+            OptimConfig.preset("adamw", mixup_alpha=bad)
 
 
 def test_one_epoch_trains_with_mixup():
@@ -139,18 +156,20 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error():
 
 
 def test_resume_refuses_another_model_or_class_list_and_says_what_differs(tmp_path):
-    config = {"name": "behaviornet", "widths": [8, 16]}
+    recipe = tiny_recipe()
+    config = recipe.model
+    assert config == ModelConfig.preset("behaviornet", widths=[8, 16])
     model = build_model(config, 3)
     optimizer = build_optimizer(model, OPTIM)
     scheduler = build_scheduler(optimizer, OPTIM, 1, 1)
-    path = save_checkpoint(tmp_path / "last.pt", {
-        "model_state": model.state_dict(), "model_config": config, "class_names": ["a", "b", "c"], "epoch": 1,
-        "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-        "fit_state": {"epoch": 1, "best_score": 0.5, "best_epoch": 1, "epochs_without_improvement": 0,
-                      "history": []}})
+    path = write_checkpoint(
+        tmp_path / "last.pt", recipe, ["a", "b", "c"], model.state_dict(), 1,
+        optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(), scaler_state=None,
+        fit_state={"epoch": 1, "best_score": 0.5, "best_epoch": 1, "epochs_without_improvement": 0, "history": []},
+        rng_state=torch.get_rng_state(), cuda_rng_state=None)
     assert restore(path, model, optimizer, scheduler, None, config, ["a", "b", "c"]).epoch == 1
     with pytest.raises(CheckpointError, match=r"classes \['a', 'b', 'c'\] in the checkpoint, \['a', 'b'\] here"):
         restore(path, build_model(config, 2), optimizer, scheduler, None, config, ["a", "b"])
-    other = {"name": "behaviornet", "widths": [8, 32]}
+    other = ModelConfig.preset("behaviornet", widths=[8, 32])
     with pytest.raises(CheckpointError, match=r"model.widths \[8, 16\] in the checkpoint, \[8, 32\] here"):
         restore(path, build_model(other, 3), optimizer, scheduler, None, other, ["a", "b", "c"])

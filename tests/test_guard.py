@@ -9,15 +9,16 @@ import pytest
 
 from behavior.data import dataset as dataset_module
 from behavior.data import prescan as prescan_module
-from behavior.data.prepare import decode_timeout, make_loader
+from behavior.data.pipeline import ClipPipeline
 from behavior.data.prescan import prescan
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
-from behavior.data.transforms import TransformConfig, build_transform
+from behavior.data.transforms import TransformConfig
 from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError
 from behavior.video.guard import DecodeTimeout, map_with_timeout
 from tests.conftest import make_clip_tree
+from tests.helpers import tiny_recipe
 
 
 def _job(item: str) -> str:
@@ -46,6 +47,7 @@ def test_no_items_start_no_workers():
     assert list(map_with_timeout(_job, [], timeout=1.0)) == []
 
 
+@pytest.mark.slow
 def test_prescan_lists_a_clip_that_hangs_the_decoder(tmp_path, monkeypatch):
     root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=2)
     records = [ClipRecord(str(p), p.parent.name) for p in sorted(root.rglob("*.mp4"))]
@@ -66,13 +68,20 @@ def test_prescan_lists_a_clip_that_hangs_the_decoder(tmp_path, monkeypatch):
     assert all(scan.num_frames[r.path] == 12 for r in scan.good)
 
 
+def pipeline(timeout: float | None = None) -> ClipPipeline:
+    return ClipPipeline(SamplingConfig.preset("tsn", num_frames=4),
+                        TransformConfig.preset("default", size=32, crop_size=32), "pyav", timeout=timeout)
+
+
 def test_decode_timeout_config():
-    assert decode_timeout({}) == 120.0 and decode_timeout({"decode_timeout": None}) is None
-    for bad in (0, -5, "soon", True):
-        with pytest.raises(ConfigError, match="data.decode_timeout"):
-            decode_timeout({"decode_timeout": bad})
+    assert tiny_recipe().data.decode_timeout == 120 and tiny_recipe("data.decode_timeout=null").data.decode_timeout \
+        is None
+    for bad in ("0", "-5", "soon", "true"):
+        with pytest.raises(ConfigError, match=r"^data\.decode_timeout=.*: must be a number > 0 or null$"):
+            tiny_recipe(f"data.decode_timeout={bad}")
 
 
+@pytest.mark.slow
 def test_a_clip_that_hangs_a_dataloader_worker_stops_the_epoch_naming_it(tmp_path, monkeypatch):
     # data.prescan=quick/off never decodes frames up front, so the bound must hold inside the loader too.
     root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=2)
@@ -86,9 +95,7 @@ def test_a_clip_that_hangs_a_dataloader_worker_stops_the_epoch_naming_it(tmp_pat
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(dataset_module, "open_video", open_video)  # forked loader workers inherit the patch
-    loader = make_loader(records, {"a": 0, "b": 1}, SamplingConfig(num_frames=4), build_transform(
-        TransformConfig(size=32, crop_size=32), train=False), False, batch_size=2, num_workers=1, backend="pyav",
-        num_frames=None, seed=0, clip_timeout=1.5)
+    loader = pipeline(timeout=1.5).loader(records, {"a": 0, "b": 1}, train=False, batch_size=2, num_workers=1, seed=0)
     start = time.monotonic()
     with pytest.raises(VideoDecodeError) as caught:
         for _ in loader:
@@ -101,7 +108,5 @@ def test_a_clip_that_hangs_a_dataloader_worker_stops_the_epoch_naming_it(tmp_pat
 def test_the_loader_without_a_timeout_is_a_plain_dataloader(tmp_path):
     root = make_clip_tree(tmp_path / "clips", classes=("a", "b"), per_class=1)
     records = [ClipRecord(str(p), p.parent.name) for p in sorted(root.rglob("*.mp4"))]
-    loader = make_loader(records, {"a": 0, "b": 1}, SamplingConfig(num_frames=4), build_transform(
-        TransformConfig(size=32, crop_size=32), train=False), False, batch_size=2, num_workers=1, backend="pyav",
-        num_frames=None, seed=0)
+    loader = pipeline().loader(records, {"a": 0, "b": 1}, train=False, batch_size=2, num_workers=1, seed=0)
     assert loader.timeout == 0 and sum(len(batch[0]) for batch in loader) == 2

@@ -40,7 +40,9 @@ from behavior.report.overlays import (
     resolve_clip,
 )
 from tests.conftest import REPO, make_clip_tree
-from tests.test_pipeline import TINY, run_module
+from tests.helpers import TINY, run_module
+
+pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 # Headless: nothing here imports pyplot, and Agg makes sure nothing could open a window.
 matplotlib.use("Agg")

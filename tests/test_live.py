@@ -15,39 +15,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from behavior.data.faces import face_clip
-from behavior.engine.checkpoint import save_checkpoint
+from behavior.data.roi import RoiConfig
 from behavior.errors import ConfigError
-from behavior.live.session import run
-from behavior.models import build_model
+from behavior.live.session import LiveSettings, run
 from behavior.video import open_leading_frames, open_video
 from behavior.video.writer import VideoWriter, write_video
 from tests.conftest import REPO
+from tests.helpers import command_config, tiny_checkpoint, tiny_recipe
 
 CLASSES = ["calm", "nod", "shake"]
 
 
-def live_cfg(**values):
-    """The command's config as Hydra builds it, for calling ``run`` in this process."""
-    cfg = OmegaConf.load(REPO / "conf" / "live.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    return OmegaConf.merge(cfg, {"roi": None, **values})
+def live_config(**values) -> dict:
+    """The command's config as Hydra composes it; ``roi`` (absent from conf/live.yaml unless roi=... is given) is
+    set beside the composed keys."""
+    roi = values.pop("roi", None)
+    return {**command_config("live", **values), "roi": roi}
+
+
+def live_cfg(**values) -> LiveSettings:
+    """The command's settings as Hydra builds and checks them, for calling ``run`` in this process."""
+    return LiveSettings.from_mapping(live_config(**values))
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("live")
-    model_config = {"name": "behaviornet", "widths": [8, 16]}
-    torch.manual_seed(0)
-    checkpoint = folder / "tiny.pt"
-    save_checkpoint(checkpoint, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
-                                 "model_config": model_config, "class_names": CLASSES, "epoch": 1,
-                                 "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
-                                 "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"},
-                                 "roi": {"kind": "face"}})
+    checkpoint = tiny_checkpoint(folder / "tiny.pt", CLASSES, tiny_recipe("roi=face"))
     frames, _ = face_clip(num_frames=45, seed=3)
     source = write_video(folder / "faces.mp4", frames, fps=15)
     long_source = write_video(folder / "long.mp4", np.concatenate([frames] * 8), fps=15)
@@ -115,11 +111,12 @@ def test_a_busy_classifier_skips_labels_but_never_frames(files, tmp_path, monkey
 def test_roi_override_and_no_face_fallback(files, tmp_path, capsys):
     blank = write_video(tmp_path / "blank.mp4", face_clip(num_frames=16, seed=5, face=False)[0], fps=15)
     stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(blank), stride=4, window=1.0,
-                         roi={"kind": "person"}))
+                         roi=RoiConfig.preset("person").to_dict()))
     assert stats.predictions == 4
     assert "roi=person replaces the checkpoint's roi=face" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupting_leaves_a_playable_file(files, tmp_path):
     output = tmp_path / "interrupted.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -143,6 +140,7 @@ def test_interrupting_leaves_a_playable_file(files, tmp_path):
         reader.get_frames([0, written - 1])
 
 
+@pytest.mark.slow
 def test_a_killed_run_still_leaves_a_playable_file(files, tmp_path):
     output = tmp_path / "killed.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "behavior.live", f"checkpoint={files['checkpoint']}",
@@ -172,13 +170,12 @@ def test_show_without_a_display_warns_and_goes_on(files, monkeypatch, capsys):
 @pytest.mark.parametrize(("values", "key"), [
     ({"stride": 0}, "stride"), ({"window": -1}, "window"), ({"drop": "sometimes"}, "drop"),
     ({"output": "out.gif"}, "output"), ({"checkpoint": None}, "checkpoint"), ({"source": ""}, "source"),
-    ({"source": "/no/such/file.mp4"}, "source"), ({"source": 9}, "source"), ({"roi": {"kind": "hand"}}, "roi.kind"),
+    ({"source": "/no/such/file.mp4"}, "source"), ({"source": 9}, "source"),
+    ({"roi": {**RoiConfig.preset("face").to_dict(), "kind": "hand"}}, "roi.kind"),
 ])
 def test_bad_settings_are_one_line_errors(files, values, key):
-    cfg = live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]))
-    cfg = OmegaConf.merge(cfg, values)
     with pytest.raises(Exception, match=rf"^{key}[=:. ]") as info:
-        run(cfg)
+        run(live_cfg(**{"checkpoint": str(files["checkpoint"]), "source": str(files["source"]), **values}))
     assert "\n" not in str(info.value)
 
 

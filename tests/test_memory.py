@@ -14,10 +14,11 @@ import pytest
 
 from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.dataset import ClipDataset
+from behavior.data.pipeline import ClipPipeline
 from behavior.data.records import ClipRecord
 from behavior.data.sampling import SamplingConfig
 from behavior.data.transforms import TransformConfig, build_transform
-from behavior.engine.inference import ClipSettings, load_clip
+from behavior.engine.inference import load_clip
 from behavior.video import probe_video
 from behavior.video.writer import write_video
 
@@ -46,10 +47,10 @@ def whole_clip_bytes() -> int:
 
 
 def test_a_long_clip_is_streamed_by_prescan_dataset_and_cache(long_clip, tmp_path):
-    transform = TransformConfig(size=SIDE, crop_size=SIDE)
+    transform = TransformConfig.preset("default", size=SIDE, crop_size=SIDE)
     record = ClipRecord(str(long_clip), "a")
-    dataset = ClipDataset([record], {"a": 0}, SamplingConfig(num_frames=8), build_transform(transform, False),
-                          False, "pyav", None, 0, None)
+    sampling = SamplingConfig.preset("tsn", num_frames=8)
+    dataset = ClipDataset([record], {"a": 0}, sampling, build_transform(transform, False), False, "pyav", None, 0, None)
     cache = ClipCache(tmp_path / "cache", CacheSettings("pyav", "short_side", SIDE, 64))
     budget = whole_clip_bytes() // 4
     assert peak_bytes(lambda: probe_video(str(long_clip), verify=True)) < budget
@@ -62,14 +63,14 @@ def test_a_4k_clip_is_shrunk_while_decoding(tmp_path):
     frames = np.zeros((2, 2160, 3840, 3), np.uint8)
     frames[:, 1000:1200, 1800:2000] = 255
     path = write_video(tmp_path / "uhd.mp4", frames, fps=25, codec="mpeg4")
-    transform = TransformConfig(size=112, crop_size=112)
-    settings = ClipSettings(SamplingConfig(num_frames=4), transform, "pyav", max_short_side=224)
+    transform = TransformConfig.preset("default", size=112, crop_size=112)
+    pipeline = ClipPipeline(SamplingConfig.preset("tsn", num_frames=4), transform, "pyav", max_short_side=224)
     one_4k_frame = 2160 * 3840 * 3
     clip = None
 
     def load():
         nonlocal clip
-        clip = load_clip(str(path), settings, build_transform(transform, False))
+        clip = load_clip(str(path), pipeline, build_transform(transform, False))
 
     assert peak_bytes(load) < one_4k_frame // 2  # four sampled frames at full size would be 4 x one_4k_frame
     assert tuple(clip.views.shape[-2:]) == (112, 112)

@@ -10,8 +10,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from behavior.config import load_option
 from behavior.models import (
     BehaviorNet,
+    ModelConfig,
+    OptionError,
     SpatialAttention,
     SpatialAttentionNet,
     attention_maps,
@@ -22,6 +25,7 @@ from behavior.models import (
 )
 from behavior.models import registry as registry_module
 from behavior.models.behaviornet import frame_differences, temporal_shift
+from behavior.models.image import BackboneSpec
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2plus1d_18"]
@@ -30,6 +34,11 @@ VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2p
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def behaviornet(num_classes: int, **options) -> BehaviorNet:
+    """BehaviorNet with conf/model/behaviornet.yaml's options (the former keyword defaults) and ``options``."""
+    return build_model(ModelConfig.preset("behaviornet", **options), num_classes)
 
 
 def clip(b: int = 2, t: int = 8, h: int = 64, w: int = 64) -> torch.Tensor:
@@ -61,9 +70,9 @@ def test_spatial_attention_refuses_bad_kernels(kernel):
 
 
 def test_spatial_attention_refuses_unknown_kind_and_wrong_channels():
-    with pytest.raises(ValueError, match="kind.*'pool', 'conv'"):
+    with pytest.raises(OptionError, match=r"^kind=channel: choose one of pool, conv$"):
         SpatialAttention(64, kind="channel")
-    with pytest.raises(ValueError, match="in_channels"):
+    with pytest.raises(OptionError, match=r"^in_channels=0: must be an integer >= 1$"):
         SpatialAttention(0)
     with pytest.raises(ValueError, match=r"expects \[N, 128, h, w\]"):
         SpatialAttention(128)(torch.randn(1, 256, 4, 4))
@@ -81,7 +90,7 @@ def test_pool_attention_cost_does_not_depend_on_channels():
 @pytest.fixture(scope="module")
 def default_net():
     torch.manual_seed(0)
-    return build_model(OmegaConf.load(CONF_DIR / "behaviornet.yaml"), num_classes=5).eval()
+    return build_model(ModelConfig.from_mapping(OmegaConf.load(CONF_DIR / "behaviornet.yaml")), num_classes=5).eval()
 
 
 def test_behaviornet_returns_logits_not_probabilities(default_net):
@@ -113,12 +122,12 @@ def test_behaviornet_attention_maps(default_net):
 
 def test_attention_maps_needs_a_forward_pass():
     with pytest.raises(RuntimeError, match="forward pass"):
-        attention_maps(BehaviorNet(3))
+        attention_maps(behaviornet(3))
 
 
 def test_ablation_without_attention_has_no_attention_modules():
-    with_att = BehaviorNet(4)
-    without = build_model({"name": "behaviornet", "attention": False}, 4)
+    with_att = behaviornet(4)
+    without = build_model(ModelConfig.preset("behaviornet", attention=False), 4)
     assert not any(isinstance(m, SpatialAttention) for m in without.modules())
     assert [m.in_channels for m in with_att.modules() if isinstance(m, SpatialAttention)] == [48, 96, 192]
     n_with = sum(p.numel() for p in with_att.parameters())
@@ -129,16 +138,16 @@ def test_ablation_without_attention_has_no_attention_modules():
 
 def test_attention_stages_default_follows_widths():
     # Overriding only the widths (as quick runs do) must still build: null = every stage but the first.
-    small = build_model({"name": "behaviornet", "widths": [8, 16]}, 3)
+    small = build_model(ModelConfig.preset("behaviornet", widths=[8, 16]), 3)
     assert [m.in_channels for m in small.modules() if isinstance(m, SpatialAttention)] == [16]
     assert small(clip(t=2, h=32, w=32)).shape == (2, 3)
-    none = BehaviorNet(3, attention_stages=[])
+    none = behaviornet(3, attention_stages=[])
     assert not any(isinstance(m, SpatialAttention) for m in none.modules())
 
 
 @pytest.mark.parametrize("kind", ["pool", "conv"])
 def test_gradients_reach_attention_convs(kind):
-    model = BehaviorNet(3, attention_kind=kind, attention_stages=[0, 1, 2, 3])
+    model = behaviornet(3, attention_kind=kind, attention_stages=[0, 1, 2, 3])
     loss = nn.functional.cross_entropy(model(clip(t=3)), torch.tensor([0, 2]))
     loss.backward()
     atts = [m for m in model.modules() if isinstance(m, SpatialAttention)]
@@ -150,7 +159,7 @@ def test_gradients_reach_attention_convs(kind):
 
 @pytest.mark.parametrize("pool", ["mean", "max", "attention"])
 def test_temporal_pools_and_shift(pool):
-    model = BehaviorNet(3, temporal_pool=pool, temporal_shift=True).eval()
+    model = behaviornet(3, temporal_pool=pool, temporal_shift=True).eval()
     with torch.no_grad():
         out = model(clip(t=4))
     assert out.shape == (2, 3)
@@ -171,7 +180,7 @@ def test_temporal_shift_moves_channels_between_frames():
 
 
 def test_default_behaviornet_fits_cpu_budget():
-    model = BehaviorNet(10).eval()
+    model = behaviornet(10).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(clip(b=1, t=8, h=112, w=112))
     assert counter.get_total_flops() <= 0.6e9
@@ -180,7 +189,7 @@ def test_default_behaviornet_fits_cpu_budget():
 def test_frames_are_processed_independently_without_shift():
     # Shared per-frame weights: a clip's frame features must not depend on the other frames
     # (frame_diff deliberately mixes neighbouring frames, so it is off here).
-    model = BehaviorNet(3, frame_diff=False).eval()
+    model = behaviornet(3, frame_diff=False).eval()
     x = clip(b=1, t=3)
     with torch.no_grad():
         together = model.frame_features(x)
@@ -199,14 +208,14 @@ def test_frame_differences_cancel_static_content():
 
 
 def test_frame_diff_option_keeps_rgb_input_and_doubles_stem_channels():
-    model = build_model({"name": "behaviornet", "frame_diff": True, "widths": [8, 16]}, 4)
+    model = build_model(ModelConfig.preset("behaviornet", frame_diff=True, widths=[8, 16]), 4)
     assert model.backbone.stem[0].in_channels == 6
     assert model(clip(b=2, t=4, h=48, w=48)).shape == (2, 4)
 
 
 def test_behaviornet_rejects_wrong_input_shape():
     with pytest.raises(ValueError, match=r"\[B, 3, T, H, W\]"):
-        BehaviorNet(3)(torch.randn(2, 3, 64, 64))
+        behaviornet(3)(torch.randn(2, 3, 64, 64))
 
 
 # ---- SpatialAttentionNet --------------------------------------------------------------------------------
@@ -223,6 +232,17 @@ def test_spatial_attention_net_classifies_32x32_images():
     assert all(m.conv.weight.grad.abs().sum() > 0 for m in att)
 
 
+def test_spatial_attention_net_takes_a_checked_backbone_spec():
+    spec = BackboneSpec.check(in_channels=1, stem_width=8, stem_stride=1, widths=[8, 16], blocks_per_stage=1,
+                              attention=True, attention_kind="conv", attention_kernel=3, attention_stages=None)
+    net = SpatialAttentionNet(num_classes=3, spec=spec)
+    assert net(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    assert [m.in_channels for m in net.modules() if isinstance(m, SpatialAttention)] == [16]
+    with pytest.raises(OptionError, match=r"^widths=\[\]: must be a list of integers >= 1$"):
+        BackboneSpec.check(in_channels=1, stem_width=8, stem_stride=1, widths=[], blocks_per_stage=1,
+                           attention=True, attention_kind="conv", attention_kernel=3, attention_stages=None)
+
+
 def test_spatial_attention_net_as_feature_extractor():
     net = SpatialAttentionNet(num_classes=None).eval()
     assert net.fc is None and net.feature_dim == 256
@@ -232,18 +252,10 @@ def test_spatial_attention_net_as_feature_extractor():
 
 
 def test_spatial_attention_net_video_composition():
-    model = build_model({"name": "spatial_attention_net"}, 6)
+    model = build_model(ModelConfig.preset("spatial_attention_net"), 6)
     assert isinstance(model, BehaviorNet) and model.backbone_name == "spatial_attention_net"
     assert model(clip(t=2)).shape == (2, 6)
-    same = build_model(
-        {
-            "name": "behaviornet",
-            "backbone": "spatial_attention_net",
-            "widths": [16, 32],
-            "attention_stages": [1],
-        },
-        6,
-    )
+    same = behaviornet(6, backbone="spatial_attention_net", widths=[16, 32], attention_stages=[1])
     assert same(clip(t=2, h=40, w=30)).shape == (2, 6)
 
 
@@ -252,7 +264,7 @@ def test_spatial_attention_net_video_composition():
 
 @pytest.mark.parametrize("name", ["r3d_18", "mc3_18", "r2plus1d_18"])
 def test_baselines_forward_tiny_clip(name):
-    model = build_model({"name": name}, 7).eval()
+    model = build_model(ModelConfig.preset(name), 7).eval()
     assert model.fc.out_features == 7
     with torch.no_grad():
         assert model(torch.randn(1, 3, 2, 32, 32)).shape == (1, 7)
@@ -270,52 +282,68 @@ def test_available_models_sorted():
     ("cfg", "pattern"),
     [
         ({"name": "nope"}, "model=nope: unknown model; available models: behaviornet, "),
-        ({"widths": [8]}, "no 'name'"),
-        ({"name": "behaviornet", "depth": 3}, "model.depth: not an option of model 'behaviornet'"),
-        ({"name": "r3d_18", "dropout": 0.5}, "model.dropout: not an option of model 'r3d_18'"),
-        ({"name": "behaviornet", "attention_kernel": 4}, "model.attention_kernel: got 4; allowed: an odd"),
-        (
-            {"name": "behaviornet", "attention_kind": "soft"},
-            "model.attention_kind: got 'soft'; allowed: 'pool'",
-        ),
+        ({"widths": [8]}, "model=.*: must be a mapping with a 'name' key; available models: behaviornet, "),
+        ({"name": "behaviornet", "depth": 3}, "model.depth is not an option of model 'behaviornet'; allowed options: "),
+        ({"name": "r3d_18", "dropout": 0.5}, "model.dropout is not an option of model 'r3d_18'; allowed options: "),
+        ({"name": "behaviornet", "attention_kernel": 4}, "model.attention_kernel=4: must be an odd integer >= 1"),
+        ({"name": "behaviornet", "attention_kind": "soft"}, "model.attention_kind=soft: choose one of pool, conv$"),
         (
             {"name": "behaviornet", "temporal_pool": "median"},
-            "model.temporal_pool: .*'mean', 'max', 'attention'",
+            "model.temporal_pool=median: choose one of mean, max, attention$",
         ),
-        ({"name": "behaviornet", "backbone": "vgg"}, "model.backbone: .*'resnet', 'spatial_attention_net'"),
-        ({"name": "behaviornet", "widths": [16, 0]}, "model.widths"),
-        ({"name": "behaviornet", "blocks_per_stage": [1, 2]}, "model.blocks_per_stage: .*4 entries"),
-        ({"name": "behaviornet", "attention_stages": [4]}, r"model.attention_stages: .*0\.\.3"),
-        ({"name": "behaviornet", "stem_stride": 3}, "model.stem_stride: got 3; allowed: 1, 2, 4"),
-        ({"name": "behaviornet", "dropout": 1.0}, r"model.dropout: got 1.0; allowed: a number in \[0, 1\)"),
-        ({"name": "behaviornet", "attention": "yes"}, "model.attention: got 'yes'; allowed: true, false"),
+        (
+            {"name": "behaviornet", "backbone": "vgg"},
+            "model.backbone=vgg: choose one of resnet, spatial_attention_net$",
+        ),
+        ({"name": "behaviornet", "widths": [16, 0]}, r"model.widths=\[16, 0\]: must be a list of integers >= 1$"),
+        ({"name": "behaviornet", "widths": []}, r"model.widths=\[\]: must be a list of integers >= 1$"),
+        (
+            {"name": "behaviornet", "blocks_per_stage": [1, 2]},
+            r"model.blocks_per_stage=\[1, 2\]: must be a list of integers >= 1 with 4 entries",
+        ),
+        ({"name": "behaviornet", "attention_stages": [4]}, r"model.attention_stages=\[4\]: .* in 0\.\.3"),
+        ({"name": "behaviornet", "stem_stride": 3}, "model.stem_stride=3: choose one of 1, 2, 4$"),
+        ({"name": "behaviornet", "dropout": 1.0}, r"model.dropout=1.0: must be a number in \[0, 1\)$"),
+        ({"name": "behaviornet", "attention": "yes"}, "model.attention=yes: must be true or false$"),
         (
             {"name": "behaviornet", "backbone": "spatial_attention_net", "temporal_shift": True},
-            "model.temporal_shift",
+            "model.temporal_shift=true: must be false with backbone 'spatial_attention_net'",
         ),
-        ({"name": "mc3_18", "zero_init_residual": 1}, "model.zero_init_residual"),
+        ({"name": "mc3_18", "zero_init_residual": 1}, "model.zero_init_residual=1: must be true or false$"),
     ],
 )
-def test_build_model_errors_are_one_line_and_name_the_key(cfg, pattern):
-    with pytest.raises(ValueError, match=pattern) as info:
-        build_model(cfg, 4)
+def test_model_config_errors_are_one_line_and_name_the_key(cfg, pattern):
+    # The options a test does not name come from conf/model/<name>.yaml, as on the command line.
+    known = cfg.get("name") in available_models()
+    values = {**load_option("model", cfg["name"]), **cfg} if known else cfg
+    with pytest.raises(ValueError, match="^" + pattern) as info:
+        ModelConfig.from_mapping(values)
     assert "\n" not in str(info.value)
+
+
+def test_options_have_no_code_defaults():
+    with pytest.raises(TypeError, match="backbone"):
+        BehaviorNet(3)
+    with pytest.raises(ValueError, match=r"^model\.backbone is missing: model 'behaviornet' needs every option"):
+        ModelConfig("behaviornet", {})
+    with pytest.raises(ValueError, match=r"^model\.widths is missing"):
+        ModelConfig.from_mapping({k: v for k, v in load_option("model", "behaviornet").items() if k != "widths"})
 
 
 def test_build_model_checks_num_classes():
     with pytest.raises(ValueError, match="num_classes"):
-        build_model({"name": "behaviornet"}, 0)
+        build_model(ModelConfig.preset("behaviornet"), 0)
 
 
 def test_register_model(monkeypatch):
     monkeypatch.setattr(registry_module, "_MODELS", dict(registry_module._MODELS))
 
     @register_model
-    def tiny(num_classes: int, hidden: int = 4) -> nn.Module:
+    def tiny(num_classes: int, *, hidden: int) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.LazyLinear(hidden), nn.Linear(hidden, num_classes))
 
-    assert "tiny" in available_models()
-    assert build_model({"name": "tiny", "hidden": 2}, 3)(torch.randn(1, 3, 1, 2, 2)).shape == (1, 3)
+    assert "tiny" in available_models() and model_options("tiny") == ("hidden",)
+    assert build_model(ModelConfig("tiny", {"hidden": 2}), 3)(torch.randn(1, 3, 1, 2, 2)).shape == (1, 3)
     with pytest.raises(ValueError, match="already registered"):
         register_model("tiny")(lambda num_classes: nn.Identity())
     with pytest.raises(TypeError, match="num_classes"):
@@ -327,12 +355,13 @@ def test_every_registered_model_has_a_config():
 
 
 @pytest.mark.parametrize("name", VIDEO_MODELS)
-def test_config_files_build_and_spell_out_defaults(name):
+def test_config_files_build_and_spell_out_every_option(name):
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     assert cfg.name == name
     options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "name"}
-    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in model_options(name).items()}
-    assert options == defaults
-    model = build_model(cfg, 4)
+    assert list(options) == list(model_options(name))
+    config = ModelConfig.from_mapping(cfg)
+    assert config == ModelConfig.preset(name) and config.to_dict() == OmegaConf.to_container(cfg)
+    model = build_model(config, 4)
     if name in ("behaviornet", "spatial_attention_net"):
         assert model(clip(t=2)).shape == (2, 4)

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from behavior.provenance import file_sha256, git_commit, package_version
-from tests.conftest import REPO, make_clip_tree
+from tests.conftest import make_clip_tree
+from tests.helpers import TINY, run_module
 
-TINY = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "transform.crop_size=32",
-        "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.num_workers=0", "trainer.progress=false",
-        "data.val_fraction=0.25", "data.test_fraction=0.25", "data.scan_workers=1"]
-
-
-def run_module(module: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-    if module == "behavior.train" and not any(o.startswith("data.cache=") for o in overrides):
-        # The default cache lives in the checkout; temp clips would pile up entries there run after run.
-        overrides = (*overrides, "data.cache=null")
-    proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -142,7 +127,7 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
                                            ("+foo=1", "foo is not a known key"),
                                            ("data.val_fraction=abc", "data.val_fraction"),
                                            ("seed=abc", "seed"),
-                                           ("data.root=/no/such/folder", "data.root: folder not found")])
+                                           ("data.root=/no/such/folder", "data.root=/no/such/folder: folder not")])
 def test_config_errors_are_one_line(clip_tree, tmp_path, override, key, monkeypatch, capsys):
     # In this process (a subprocess per case cost ~7 s of imports); the command line itself is covered below.
     from behavior.train import main

@@ -20,15 +20,14 @@ import torch
 from omegaconf import OmegaConf
 
 from behavior.data.scan import VIDEO_EXTENSIONS
-from behavior.engine.checkpoint import save_checkpoint
 from behavior.engine.inference import PredictDataset, load_classifier
 from behavior.errors import ConfigError, DataError
-from behavior.models import build_model
-from behavior.predict import PredictionsFile, columns_for, csv_line, run
+from behavior.predict import PredictionsFile, PredictSettings, columns_for, csv_line, run
 from behavior.provenance import git_commit, package_version
 from behavior.video import open_leading_frames, open_video
 from behavior.video.writer import write_video
 from tests.conftest import REPO, moving_square_clip
+from tests.helpers import command_config, tiny_checkpoint
 
 CLASSES = ["left", "right", "up"]
 
@@ -44,25 +43,15 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def predict_cfg(**values):
-    """The command's config as Hydra builds it, for calling ``run`` in this process."""
-    cfg = OmegaConf.load(REPO / "conf" / "predict.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    return OmegaConf.merge(cfg, {"progress": False, "num_workers": 0, **values})
+def predict_cfg(**values) -> PredictSettings:
+    """The command's settings as Hydra builds and checks them, for calling ``run`` in this process."""
+    return PredictSettings.from_mapping(command_config("predict", **{"progress": False, "num_workers": 0, **values}))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny model saved the way behavior.train saves one: predict only needs it to run."""
-    model_config = {"name": "behaviornet", "widths": [8, 16]}
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
-                           "model_config": model_config, "class_names": CLASSES, "epoch": 1,
-                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
-                           "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"}})
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", CLASSES)
 
 
 def faststart_copy(src: Path, dst: Path) -> Path:
@@ -112,6 +101,7 @@ def mixed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return clips, expected
 
 
+@pytest.mark.slow
 def test_mixed_folder_one_row_per_file_and_rerun_adds_nothing(checkpoint, mixed, tmp_path):
     clips, expected = mixed
     out = tmp_path / "preds.csv"
@@ -143,6 +133,7 @@ def test_mixed_folder_one_row_per_file_and_rerun_adds_nothing(checkpoint, mixed,
     assert f"{len(expected)} already in preds.csv" in again.stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_exactly_one_row_per_clip(checkpoint, tmp_path):
     clip = write_video(tmp_path / "one.mp4", moving_square_clip(1, seed=3), fps=12).read_bytes()
     folder = tmp_path / "many"
@@ -181,6 +172,7 @@ def test_killed_run_resumes_with_exactly_one_row_per_clip(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("override, key", [("decode.timeout=0", "decode.timeout"), ("top_k=0", "top_k"),
                                            ("decode.timeot=5", "decode.timeot is not a known key")])
+@pytest.mark.slow
 def test_bad_settings_are_one_line_and_exit_2(checkpoint, mixed, tmp_path, override, key):
     out = tmp_path / "preds.csv"
     proc = predict_proc(f"checkpoint={checkpoint}", f"input={mixed[0]}", f"output={out}", override)
@@ -190,6 +182,7 @@ def test_bad_settings_are_one_line_and_exit_2(checkpoint, mixed, tmp_path, overr
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["checkpoint", "input"])
 def test_missing_checkpoint_or_input_is_one_line_and_exit_2(checkpoint, mixed, tmp_path, missing):
     paths = {"checkpoint": checkpoint, "input": mixed[0], missing: tmp_path / f"no_such_{missing}"}
@@ -201,6 +194,7 @@ def test_missing_checkpoint_or_input_is_one_line_and_exit_2(checkpoint, mixed, t
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_foreign_output_is_refused_and_left_untouched(checkpoint, mixed, tmp_path):
     foreign = tmp_path / "results.csv"
     foreign.write_bytes(b"name,score\r\nmine,1\r\n")
@@ -268,7 +262,7 @@ def test_unreadable_file_is_an_error_row(checkpoint, mixed, monkeypatch):
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: os.fspath(p) != target and real_access(p, mode, **kw))
     classifier = load_classifier(str(checkpoint), torch.device("cpu"))
-    assert PredictDataset([target], classifier.settings)[0] == ("error", 0, "permission denied")
+    assert PredictDataset([target], classifier.pipeline)[0] == ("error", 0, "permission denied")
 
 
 def test_downscale_on_decode_and_leading_frames(tmp_path):
@@ -331,6 +325,7 @@ def test_a_crashing_decoder_costs_one_error_row(checkpoint, mixed, monkeypatch):
     assert results[1].error.startswith("decoder crashed")
 
 
+@pytest.mark.slow
 def test_a_clip_that_hangs_the_decoder_costs_one_error_row(checkpoint, mixed, monkeypatch):
     import behavior.engine.inference as inference
 
@@ -356,20 +351,10 @@ def test_a_clip_that_hangs_the_decoder_costs_one_error_row(checkpoint, mixed, mo
 
 # Provenance: <output>.provenance.json names the checkpoint and settings; a resume with others is refused.
 
-def tiny_checkpoint(path: Path, seed: int) -> Path:
-    model_config = {"name": "behaviornet", "widths": [8, 16]}
-    torch.manual_seed(seed)
-    save_checkpoint(path, {"model_state": build_model(model_config, len(CLASSES)).state_dict(),
-                           "model_config": model_config, "class_names": CLASSES, "epoch": 1,
-                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
-                           "transform": {"size": 40, "crop_size": 32}, "decode": {"backend": "pyav"}})
-    return path
-
-
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory) -> Path:
     """The same model with other weights: another checkpoint with the same columns."""
-    return tiny_checkpoint(tmp_path_factory.mktemp("other") / "other.pt", seed=1)
+    return tiny_checkpoint(tmp_path_factory.mktemp("other") / "other.pt", CLASSES, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -518,7 +503,7 @@ def test_an_unreadable_record_is_refused(checkpoint, two_clips, tmp_path):
 
 
 def test_on_mismatch_is_checked(checkpoint, two_clips, tmp_path):
-    with pytest.raises(ConfigError, match="on_mismatch='overwrite'"):
+    with pytest.raises(ConfigError, match="on_mismatch=overwrite: choose one of refuse, new"):
         run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(tmp_path / "p.csv"),
                         on_mismatch="overwrite"))
     assert not (tmp_path / "p.csv").exists()

@@ -7,7 +7,7 @@ import pytest
 from behavior import progress
 from behavior.progress import Progress
 from tests.conftest import make_clip_tree
-from tests.test_pipeline import TINY, run_module
+from tests.helpers import TINY, run_module
 
 
 def test_off_a_terminal_a_counted_task_prints_a_line_every_tenth(capsys, monkeypatch):

@@ -12,7 +12,10 @@ import time
 import pytest
 
 from tests.conftest import REPO, make_clip_tree
-from tests.test_pipeline import TINY, read_csv, run_module
+from tests.helpers import TINY, run_module
+from tests.test_pipeline import read_csv
+
+pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 # Dropout (the default 0.3) and mixup both draw from the global RNG: resume must restore it to replay them.
 SETTINGS = [*TINY, "trainer.epochs=5", "trainer.patience=0", "optim.mixup_alpha=0.4", "data.cache=null", "seed=3"]

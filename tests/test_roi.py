@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,28 +11,29 @@ import torch
 from behavior.data.dataset import ClipDataset
 from behavior.data.detectors import Detection
 from behavior.data.faces import face_clip
+from behavior.data.pipeline import ClipPipeline
 from behavior.data.records import ClipRecord
 from behavior.data.roi import (
     WHOLE_FRAME,
     Region,
+    RoiConfig,
     crop_frames,
     detection_indices,
     find_regions,
     grow_box,
     merge_detections,
     region_of_clip,
-    roi_config,
 )
-from behavior.data.sampling import sample_views, sampling_config
-from behavior.data.transforms import build_transform, transform_config
-from behavior.engine.inference import ClipSettings, load_clip
+from behavior.data.sampling import SamplingConfig, sample_views
+from behavior.data.transforms import TransformConfig, build_transform
+from behavior.engine.inference import load_clip
 from behavior.errors import ConfigError
 from behavior.video import open_video
 from behavior.video.writer import write_video
 
-FACE = roi_config({"kind": "face"})
-SAMPLING = sampling_config({"mode": "tsn", "num_frames": 8, "num_views": 1})
-TRANSFORM = transform_config({"size": 64, "crop_size": 64})
+FACE = RoiConfig.preset("face")
+SAMPLING = SamplingConfig.preset("tsn", num_frames=8, num_views=1)
+TRANSFORM = TransformConfig.preset("default", size=64, crop_size=64)
 
 
 def contains(outer: tuple[int, int, int, int], inner: tuple[int, int, int, int], slack: int = 2) -> bool:
@@ -78,8 +81,8 @@ def test_the_model_input_is_the_cropped_region(face_clips):
     expected = transform(frames[:, top:bottom, left:right])
     assert not torch.equal(expected, transform(frames))
 
-    settings = ClipSettings(SAMPLING, TRANSFORM, roi=FACE)
-    clip = load_clip(path, settings, transform)  # predict's path: detection inside the worker
+    pipeline = ClipPipeline(SAMPLING, TRANSFORM, "pyav", roi=FACE)
+    clip = load_clip(path, pipeline, transform)  # predict's path: detection inside the worker
     assert clip.region == region and clip.warning == ""
     torch.testing.assert_close(clip.views[0], expected)
 
@@ -94,7 +97,7 @@ def test_a_clip_without_a_face_keeps_the_whole_frame_and_says_so(face_clips):
     assert not region.found and region.checked == FACE.detect_frames
     assert region.note() == "roi: no face found in 5 frame(s); the whole frame was used"
     transform = build_transform(TRANSFORM, train=False)
-    clip = load_clip(empty, ClipSettings(SAMPLING, TRANSFORM, roi=FACE), transform)
+    clip = load_clip(empty, ClipPipeline(SAMPLING, TRANSFORM, "pyav", roi=FACE), transform)
     assert "no face found" in clip.warning
     with open_video(empty) as reader:
         torch.testing.assert_close(clip.views[0], transform(reader.get_frames(sample_views(len(reader), SAMPLING)[0])))
@@ -114,7 +117,7 @@ def test_the_most_persistent_track_wins_and_moving_boxes_are_united():
     still = [Detection(0.1, 0.1, 0.2, 0.2, 50.0)]  # a confident false hit in one frame only
     walker = [[Detection(0.5 + 0.05 * t, 0.4, 0.6 + 0.05 * t, 0.6, 3.0)] for t in range(4)]
     per_frame = [still + walker[0], walker[1], walker[2], walker[3]]
-    cfg = roi_config({"kind": "person", "margin": 0.0, "square": False})
+    cfg = RoiConfig.preset("person", margin=0.0, square=False)
     region = merge_detections(per_frame, cfg, aspect=1.0)
     assert region.hits == 4 and region.checked == 4
     assert region.box == pytest.approx((0.5, 0.4, 0.75, 0.6))
@@ -146,8 +149,8 @@ def test_crop_and_pixels():
                                              ({"detect_frames": 0}, "roi.detect_frames"),
                                              ({"detect_size": 10}, "roi.detect_size"), ({"sqare": True}, "roi.sqare")])
 def test_bad_roi_settings_name_the_key(values, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        roi_config({"kind": "face", **values})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[= ]"):  # <key>=<value>: ... or <key> is not known
+        RoiConfig.preset("face", **values)
 
 
 def test_person_detector_runs_on_a_frame_without_people():
@@ -193,6 +196,6 @@ def test_regions_are_found_once_per_clip_and_setting(face_clips, tmp_path, monke
     again = RegionCache(tmp_path, "pyav")
     assert find_regions(records, FACE, progress=False, cache=again) == first and again.hits == 2
     assert "detected again" not in capsys.readouterr().err
-    wider = roi_config({"kind": "face", "margin": 0.5})  # another setting is another entry: detected anew
+    wider = RoiConfig.preset("face", margin=0.5)  # another setting is another entry: detected anew
     find_regions(records[:1], wider, progress=False, cache=RegionCache(tmp_path, "pyav"))
     assert "detection failed (detected again)" in capsys.readouterr().err

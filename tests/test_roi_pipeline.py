@@ -9,8 +9,11 @@ import torch
 from behavior.data.faces import face_clip
 from behavior.predict import run as predict
 from behavior.video.writer import write_video
-from tests.test_pipeline import TINY, read_csv, run_module
+from tests.helpers import TINY, run_module
+from tests.test_pipeline import read_csv
 from tests.test_predict import predict_cfg
+
+pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def test_train_lists_every_region_and_stores_the_settings(face_run):
     assert all(row["found"] == "true" for name, row in rows.items() if name != "nobody.mp4")
     assert "roi=face: a region in 8 of 9 clips; 1 without one use the whole frame" in proc.stdout
     state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-    assert state["roi"]["kind"] == "face" and state["roi"]["margin"] == 0.25
+    assert state["recipe"]["roi"]["kind"] == "face" and state["recipe"]["roi"]["margin"] == 0.25
 
 
 def test_evaluate_and_predict_crop_like_training(face_run, tmp_path):

@@ -3,10 +3,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from behavior.data.sampling import SamplingConfig, sample_indices, sample_views, sampling_config
+from behavior.config import load_option
+from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "sampling"
 MODES = ("tsn", "uniform", "dense")
+
+
+def sampling(**overrides) -> SamplingConfig:
+    """conf/sampling/tsn.yaml (the former dataclass defaults) with ``overrides``."""
+    return SamplingConfig.preset("tsn", **overrides)
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -25,7 +31,7 @@ def is_non_decreasing(xs: list[int]) -> bool:
 @pytest.mark.parametrize("t", [1, 4, 8])
 @pytest.mark.parametrize("pad", ["loop", "repeat_last"])
 def test_length_and_range(mode, n, t, pad):
-    cfg = SamplingConfig(mode=mode, num_frames=t, frame_interval=3, pad=pad, num_views=3)
+    cfg = sampling(mode=mode, num_frames=t, frame_interval=3, pad=pad, num_views=3)
     outs = [sample_indices(n, cfg, train=False), sample_indices(n, cfg, train=True, rng=rng(n))]
     outs += sample_views(n, cfg)
     for idx in outs:
@@ -38,21 +44,21 @@ def test_length_and_range(mode, n, t, pad):
 @pytest.mark.parametrize("mode", MODES)
 def test_one_frame_clip_is_all_zeros(mode):
     for pad in ("loop", "repeat_last"):
-        cfg = SamplingConfig(mode=mode, num_frames=8, frame_interval=2, pad=pad)
+        cfg = sampling(mode=mode, num_frames=8, frame_interval=2, pad=pad)
         assert sample_indices(1, cfg, train=False) == [0] * 8
         assert sample_indices(1, cfg, train=True, rng=rng()) == [0] * 8
 
 
 @pytest.mark.parametrize("mode", ["tsn", "uniform"])
 def test_clip_length_equals_t_uses_every_frame(mode):
-    cfg = SamplingConfig(mode=mode, num_frames=8)
+    cfg = sampling(mode=mode, num_frames=8)
     assert sample_indices(8, cfg, train=False) == list(range(8))
     for seed in range(5):
         assert sample_indices(8, cfg, train=True, rng=rng(seed)) == list(range(8))
 
 
 def test_dense_clip_length_equals_span_uses_every_strided_frame():
-    cfg = SamplingConfig(mode="dense", num_frames=4, frame_interval=3)
+    cfg = sampling(mode="dense", num_frames=4, frame_interval=3)
     assert sample_indices(10, cfg, train=False) == [0, 3, 6, 9]
     assert sample_indices(10, cfg, train=True, rng=rng()) == [0, 3, 6, 9]
 
@@ -60,7 +66,7 @@ def test_dense_clip_length_equals_span_uses_every_strided_frame():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("bad", [0, -3])
 def test_non_positive_clip_length_raises(mode, bad):
-    cfg = SamplingConfig(mode=mode)
+    cfg = sampling(mode=mode)
     with pytest.raises(ValueError, match="num_frames_in_clip"):
         sample_indices(bad, cfg, train=False)
     with pytest.raises(ValueError, match="num_frames_in_clip"):
@@ -69,12 +75,12 @@ def test_non_positive_clip_length_raises(mode, bad):
 
 def test_train_requires_rng():
     with pytest.raises(ValueError, match="rng"):
-        sample_indices(50, SamplingConfig(), train=True)
+        sample_indices(50, sampling(), train=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_eval_is_deterministic_and_ignores_rng(mode):
-    cfg = SamplingConfig(mode=mode, frame_interval=2)
+    cfg = sampling(mode=mode, frame_interval=2)
     first = sample_indices(97, cfg, train=False)
     assert sample_indices(97, cfg, train=False, rng=rng(1)) == first
     assert sample_indices(97, cfg, train=False, rng=rng(2)) == first
@@ -83,18 +89,18 @@ def test_eval_is_deterministic_and_ignores_rng(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_train_is_reproducible_from_seed_and_varies(mode):
-    cfg = SamplingConfig(mode=mode, frame_interval=2)
+    cfg = sampling(mode=mode, frame_interval=2)
     assert sample_indices(200, cfg, True, rng(7)) == sample_indices(200, cfg, True, rng(7))
     draws = {tuple(sample_indices(200, cfg, True, rng(s))) for s in range(20)}
     assert len(draws) > 1
 
 
 def test_t_equals_one():
-    assert sample_indices(10, SamplingConfig(mode="tsn", num_frames=1), train=False) == [5]
-    assert sample_indices(10, SamplingConfig(mode="uniform", num_frames=1), train=False) == [5]
-    assert sample_indices(10, SamplingConfig(mode="dense", num_frames=1), train=False) == [5]
+    assert sample_indices(10, sampling(mode="tsn", num_frames=1), train=False) == [5]
+    assert sample_indices(10, sampling(mode="uniform", num_frames=1), train=False) == [5]
+    assert sample_indices(10, sampling(mode="dense", num_frames=1), train=False) == [5]
     for seed in range(10):
-        (i,) = sample_indices(10, SamplingConfig(mode="tsn", num_frames=1), True, rng(seed))
+        (i,) = sample_indices(10, sampling(mode="tsn", num_frames=1), True, rng(seed))
         assert 0 <= i < 10
 
 
@@ -103,8 +109,8 @@ def test_t_equals_one():
 
 @pytest.mark.parametrize("mode", ["tsn", "uniform"])
 def test_short_clip_padding(mode):
-    loop = SamplingConfig(mode=mode, num_frames=8, pad="loop")
-    last = SamplingConfig(mode=mode, num_frames=8, pad="repeat_last")
+    loop = sampling(mode=mode, num_frames=8, pad="loop")
+    last = sampling(mode=mode, num_frames=8, pad="repeat_last")
     assert sample_indices(3, loop, train=False) == [0, 1, 2, 0, 1, 2, 0, 1]
     assert sample_indices(3, last, train=False) == [0, 1, 2, 2, 2, 2, 2, 2]
     assert sample_indices(3, loop, train=True, rng=rng()) == [0, 1, 2, 0, 1, 2, 0, 1]
@@ -112,25 +118,25 @@ def test_short_clip_padding(mode):
 
 
 def test_dense_short_clip_padding_keeps_stride():
-    loop = SamplingConfig(mode="dense", num_frames=5, frame_interval=2, pad="loop")
-    last = SamplingConfig(mode="dense", num_frames=5, frame_interval=2, pad="repeat_last")
+    loop = sampling(mode="dense", num_frames=5, frame_interval=2, pad="loop")
+    last = sampling(mode="dense", num_frames=5, frame_interval=2, pad="repeat_last")
     assert sample_indices(5, loop, train=False) == [0, 2, 4, 0, 2]
     assert sample_indices(5, last, train=False) == [0, 2, 4, 4, 4]
-    assert sample_indices(3, SamplingConfig(mode="dense", num_frames=6, pad="loop"), False) == [0, 1, 2] * 2
+    assert sample_indices(3, sampling(mode="dense", num_frames=6, pad="loop"), False) == [0, 1, 2] * 2
 
 
 # --- mode semantics --------------------------------------------------------------------------
 
 
 def test_tsn_eval_takes_segment_centres():
-    cfg = SamplingConfig(mode="tsn", num_frames=4)
+    cfg = sampling(mode="tsn", num_frames=4)
     assert sample_indices(40, cfg, train=False) == [5, 15, 25, 35]
 
 
 @pytest.mark.parametrize("n", [8, 9, 13, 40, 101])
 def test_tsn_train_draws_within_each_segment(n):
     t = 8
-    cfg = SamplingConfig(mode="tsn", num_frames=t)
+    cfg = sampling(mode="tsn", num_frames=t)
     bounds = [(i * n // t, (i + 1) * n // t) for i in range(t)]
     seen = [set() for _ in range(t)]
     for seed in range(60):
@@ -144,7 +150,7 @@ def test_tsn_train_draws_within_each_segment(n):
 
 
 def test_uniform_train_keeps_even_spacing_with_random_phase():
-    cfg = SamplingConfig(mode="uniform", num_frames=8)
+    cfg = sampling(mode="uniform", num_frames=8)
     starts = set()
     for seed in range(30):
         idx = sample_indices(80, cfg, train=True, rng=rng(seed))
@@ -156,7 +162,7 @@ def test_uniform_train_keeps_even_spacing_with_random_phase():
 
 
 def test_dense_eval_is_centred_and_train_start_random():
-    cfg = SamplingConfig(mode="dense", num_frames=4, frame_interval=2)  # span 7
+    cfg = sampling(mode="dense", num_frames=4, frame_interval=2)  # span 7
     assert sample_indices(17, cfg, train=False) == [5, 7, 9, 11]  # starts 0..10, centre 5
     starts = set()
     for seed in range(50):
@@ -173,13 +179,13 @@ def test_dense_eval_is_centred_and_train_start_random():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", [1, 5, 64, 250])
 def test_single_view_equals_eval_sample(mode, n):
-    cfg = SamplingConfig(mode=mode, frame_interval=2, num_views=1)
+    cfg = sampling(mode=mode, frame_interval=2, num_views=1)
     assert sample_views(n, cfg) == [sample_indices(n, cfg, train=False)]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_views_count_distinct_and_spread(mode):
-    cfg = SamplingConfig(mode=mode, num_frames=8, frame_interval=2, num_views=4)
+    cfg = sampling(mode=mode, num_frames=8, frame_interval=2, num_views=4)
     views = sample_views(200, cfg)
     assert len(views) == 4
     assert len({tuple(v) for v in views}) == 4
@@ -190,12 +196,12 @@ def test_views_count_distinct_and_spread(mode):
 
 
 def test_tsn_views_use_different_offsets_within_each_segment():
-    cfg = SamplingConfig(mode="tsn", num_frames=4, num_views=2)
+    cfg = sampling(mode="tsn", num_frames=4, num_views=2)
     assert sample_views(40, cfg) == [[2, 12, 22, 32], [7, 17, 27, 37]]
 
 
 def test_dense_views_spread_start_positions_over_the_clip():
-    cfg = SamplingConfig(mode="dense", num_frames=8, frame_interval=2, num_views=3)  # span 15
+    cfg = sampling(mode="dense", num_frames=8, frame_interval=2, num_views=3)  # span 15
     views = sample_views(115, cfg)  # 101 possible starts: 0..100
     starts = [v[0] for v in views]
     assert starts == [16, 50, 84]
@@ -203,7 +209,7 @@ def test_dense_views_spread_start_positions_over_the_clip():
 
 
 def test_views_on_short_clip_are_identical():
-    cfg = SamplingConfig(mode="tsn", num_frames=8, num_views=3)
+    cfg = sampling(mode="tsn", num_frames=8, num_views=3)
     assert sample_views(4, cfg) == [[0, 1, 2, 3, 0, 1, 2, 3]] * 3
 
 
@@ -214,38 +220,42 @@ def test_views_on_short_clip_are_identical():
 def test_yaml_group_files_load_and_are_complete(mode):
     omegaconf = pytest.importorskip("omegaconf")
     raw = omegaconf.OmegaConf.load(CONF / f"{mode}.yaml")
-    cfg = sampling_config(raw)
+    cfg = SamplingConfig.from_mapping(raw)
+    assert cfg == SamplingConfig.preset(mode)
     assert cfg.mode == mode
     assert cfg.num_frames == 8
     assert set(raw.keys()) == set(SamplingConfig.__dataclass_fields__)
 
 
-def test_config_from_dict_with_defaults():
-    assert sampling_config({}) == SamplingConfig()
-    cfg = sampling_config({"mode": "dense", "num_frames": np.int64(16), "frame_interval": 4})
-    assert cfg == SamplingConfig(mode="dense", num_frames=16, frame_interval=4)
+def test_config_from_mapping_is_complete_and_plain():
+    assert SamplingConfig.from_mapping(load_option("sampling", "tsn")) == sampling()
+    cfg = SamplingConfig.from_mapping({"mode": "dense", "num_frames": np.int64(16), "frame_interval": 4,
+                                       "pad": "loop", "num_views": 1})
+    assert cfg == sampling(mode="dense", num_frames=16, frame_interval=4)
     assert type(cfg.num_frames) is int
+    with pytest.raises(ValueError, match=r"^sampling\.num_frames is missing"):
+        SamplingConfig.from_mapping({"mode": "tsn", "frame_interval": 1, "pad": "loop", "num_views": 1})
 
 
 @pytest.mark.parametrize(
     ("raw", "pattern"),
     [
-        ({"mode": "random"}, r"sampling\.mode .*tsn, uniform, dense"),
-        ({"pad": "zeros"}, r"sampling\.pad .*loop, repeat_last"),
-        ({"num_frames": 0}, r"sampling\.num_frames"),
-        ({"num_frames": 2.5}, r"sampling\.num_frames"),
-        ({"num_frames": True}, r"sampling\.num_frames"),
-        ({"frame_interval": -1}, r"sampling\.frame_interval"),
-        ({"num_views": "3"}, r"sampling\.num_views"),
-        ({"clip_len": 8}, r"sampling\.clip_len .*allowed keys: mode, num_frames"),
+        ({"mode": "random"}, r"^sampling\.mode=random: choose one of tsn, uniform, dense$"),
+        ({"pad": "zeros"}, r"^sampling\.pad=zeros: choose one of loop, repeat_last$"),
+        ({"num_frames": 0}, r"^sampling\.num_frames=0: must be an integer >= 1$"),
+        ({"num_frames": 2.5}, r"^sampling\.num_frames=2\.5: "),
+        ({"num_frames": True}, r"^sampling\.num_frames=true: "),
+        ({"frame_interval": -1}, r"^sampling\.frame_interval=-1: "),
+        ({"num_views": "3"}, r"^sampling\.num_views=3: "),
+        ({"clip_len": 8}, r"^sampling\.clip_len is not a known key; allowed keys of sampling: mode, num_frames"),
     ],
 )
 def test_config_validation_errors(raw, pattern):
     with pytest.raises(ValueError, match=pattern) as err:
-        sampling_config(raw)
+        sampling(**raw)
     assert "\n" not in str(err.value)
 
 
 def test_direct_construction_is_validated():
-    with pytest.raises(ValueError, match=r"sampling\.mode"):
-        SamplingConfig(mode="TSN")
+    with pytest.raises(ValueError, match=r"^sampling\.mode=TSN: "):
+        SamplingConfig(mode="TSN", num_frames=8, frame_interval=1, pad="loop", num_views=1)

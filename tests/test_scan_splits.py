@@ -5,11 +5,21 @@ from pathlib import Path
 
 import pytest
 
+from behavior.config import load_option
 from behavior.data.records import ClipRecord
 from behavior.data.scan import find_videos, read_manifest, scan_folder
-from behavior.data.settings import data_config
+from behavior.data.settings import DataConfig
 from behavior.data.splits import group_split, predefined_split, split_records, stratified_split
 from behavior.errors import ConfigError, DataError
+
+
+def data(**values) -> DataConfig:
+    """conf/data/synthetic.yaml with ``values`` merged in (nested groups key by key), checked strictly."""
+    merged = load_option("data", "synthetic")
+    for key, value in values.items():
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if nested else value
+    return DataConfig.from_mapping(merged)
 
 
 def records(n_per_class=20, classes=("a", "b", "c"), groups_per_class=5):
@@ -74,7 +84,7 @@ def test_zero_test_fraction_gives_no_test_split():
 def test_fraction_errors_name_the_key():
     with pytest.raises(ConfigError, match="data.test_fraction"):
         stratified_split(records(), 0.1, 1.5, seed=0)
-    with pytest.raises(ConfigError, match="data.split='bogus'"):
+    with pytest.raises(ConfigError, match=r"^data\.split='?bogus'?: choose one of"):
         split_records(records(), "bogus", 0.1, 0.1, 0)
 
 
@@ -108,22 +118,37 @@ def test_predefined_split_from_list_files(tmp_path):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"split_files": {"train": "a.txt", "extra": "b.txt"}}, "data.split_files.extra is not a known key"),
+    ({"split_files": {"train": "a.txt", "extra": "b.txt"}},
+     "data.split_files.extra is not a known key; allowed keys of data.split_files: train, val, test"),
     ({"split_files": {"train": 3}}, "data.split_files.train=3: must be a path"),
+    ({"split": "predefined"}, "data.split_files.train=null: data.split=predefined needs a train list"),
     ({"synthetic": {"workers": 0}}, "data.synthetic.workers=0: must be an integer >= 1"),
     ({"synthetic": {"colour": 1}}, "data.synthetic.colour is not a known key"),
-    ({"val_fraction": 0.6, "test_fraction": 0.5}, "data.val_fraction + data.test_fraction"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "data.val_fraction + data.test_fraction=1.1: must be < 1"),
+    ({"test_fraction": 1.5}, "data.test_fraction=1.5: must be a number >= 0 and <= 1"),
+    ({"split": "bogus"}, "data.split=bogus: choose one of stratified, group, predefined"),
     ({"scan_workers": 1.5}, "data.scan_workers=1.5: must be an integer"),
     ({"decode_timeout": 0}, "data.decode_timeout=0: must be a number > 0"),
     ({"root": 5}, "data.root=5: must be a path"),
-    ({"prescan": "sometimes"}, "data.prescan='sometimes': choose one of full, quick, off"),
+    ({"prescan": "sometimes"}, "data.prescan=sometimes: choose one of full, quick, off"),
     ({"colour": 1}, "data.colour is not a known key"),
 ])
 def test_data_config_names_the_bad_key(values, message):
-    with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace("(", r"\(")):
-        data_config(values)
+    with pytest.raises(ConfigError, match="^" + message.replace("+", r"\+").replace("(", r"\(")) as err:
+        data(**values)
+    assert "\n" not in str(err.value)
 
 
 def test_data_config_defaults_and_null_timeout():
-    assert data_config({}).decode_timeout == 120.0
-    assert data_config({"decode_timeout": None, "root": "clips"}).decode_timeout is None
+    assert DataConfig.preset("synthetic").decode_timeout == 120.0
+    assert data() == DataConfig.preset("synthetic")
+    assert data(decode_timeout=None, root="clips").decode_timeout is None
+
+
+def test_data_config_needs_every_key():
+    values = load_option("data", "synthetic")
+    del values["decode_timeout"]
+    with pytest.raises(ConfigError, match=r"^data\.decode_timeout is missing"):
+        DataConfig.from_mapping(values)
+    with pytest.raises(ConfigError, match=r"^data\.split_files\.val is missing"):
+        DataConfig.preset("synthetic", split_files={"train": "a.txt", "test": None})

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from behavior.engine.checkpoint import save_checkpoint
 from behavior.errors import ConfigError
-from behavior.models import register_model, registry
-from behavior.predict import run
+from behavior.models import ModelConfig, register_model, registry
+from behavior.predict import PredictSettings, run
 from behavior.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
 from behavior.video.writer import write_video
-from tests.conftest import REPO
+from tests.helpers import command_config, tiny_checkpoint, tiny_recipe
 
 CLASSES = ["red", "blue"]
 FPS, SWITCH, DURATION = 10, 12, 20
@@ -60,11 +59,11 @@ def colour_clip(seconds: float, switch: float | None, seed: int = 0, size: int =
     return frames
 
 
-def predict_cfg(**values):
-    cfg = OmegaConf.load(REPO / "conf" / "predict.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    return OmegaConf.merge(cfg, {"progress": False, "num_workers": 0, "batch_size": 4, **values})
+def predict_cfg(**values) -> PredictSettings:
+    """The command's settings as Hydra builds and checks them (placeholder paths unless given)."""
+    values = {"checkpoint": "c.pt", "input": "in", "output": "p.csv", "progress": False, "num_workers": 0,
+              "batch_size": 4, **values}
+    return PredictSettings.from_mapping(command_config("predict", **values))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -74,12 +73,9 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "colour.pt"
-    save_checkpoint(path, {"model_state": colour_net(len(CLASSES)).state_dict(),
-                           "model_config": {"name": "test_colour"}, "class_names": CLASSES, "epoch": 1,
-                           "sampling": {"mode": "tsn", "num_frames": 4, "num_views": 1},
-                           "transform": {"size": 32, "crop_size": 32}, "decode": {"backend": "pyav"}})
-    return path
+    recipe = dataclasses.replace(tiny_recipe("transform.size=32"), model=ModelConfig("test_colour", {}))
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "colour.pt", CLASSES, recipe,
+                           model=colour_net(len(CLASSES)))
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +144,21 @@ def test_window_spans_cover_every_frame():
     assert window_spans(15, 10, config) == [(0, 15)]
 
 
-@pytest.mark.parametrize(("values", "message"), [({"window": 0}, "predict.window"),
-                                                 ({"window": 2, "stride": 3}, "at most predict.window"),
-                                                 ({"stride": 1}, "only used with")])
+@pytest.mark.parametrize(("values", "message"), [
+    ({"window": 0}, r"^predict.window=0: must be a number > 0$"),
+    ({"window": 2, "stride": 3}, r"^predict.stride=3: use at most predict.window \(2\) so no time is unseen$"),
+    ({"stride": 1}, r"^predict.stride=1: only used with predict.window=SECONDS$")])
 def test_bad_window_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):
-        window_config(predict_cfg(predict=values))
+        predict_cfg(predict=values)
+    with pytest.raises(ConfigError, match=message):
+        window_config(values.get("window"), values.get("stride"))
 
 
 def test_window_defaults():
-    assert window_config(predict_cfg()) is None
-    assert window_config(predict_cfg(predict={"window": 3})) == WindowConfig(3.0, 1.5)
+    assert predict_cfg().predict is None
+    assert predict_cfg(predict={"window": 3}).predict == WindowConfig(3.0, 1.5)
+    assert window_config(None, None) is None
 
 
 def test_a_cut_video_gets_the_timeline_of_what_decodes(checkpoint, tmp_path):

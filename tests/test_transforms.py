@@ -10,12 +10,16 @@ from behavior.data.transforms import (
     build_transform,
     denormalize,
     letterbox_fill,
-    transform_config,
 )
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "transform"
 # Small sizes keep the tests fast; the pipeline is size-agnostic.
 SMALL = {"size": 32, "crop_size": 28}
+
+
+def transform(**overrides) -> TransformConfig:
+    """conf/transform/default.yaml (the former dataclass defaults) with ``overrides``."""
+    return TransformConfig.preset("default", **overrides)
 
 
 def clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -37,7 +41,7 @@ def horizontal_ramp(t: int, h: int, w: int) -> torch.Tensor:
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("hw", [(48, 80), (80, 48), (7, 5), (1, 1), (32, 32)])
 def test_output_shape_and_dtype(resize, train_crop, train, hw):
-    cfg = TransformConfig(resize=resize, train_crop=train_crop, **SMALL)
+    cfg = transform(resize=resize, train_crop=train_crop, **SMALL)
     out = build_transform(cfg, train=train)(clip(3, *hw))
     assert out.shape == (3, 3, 28, 28)
     assert out.dtype == torch.float32
@@ -46,7 +50,7 @@ def test_output_shape_and_dtype(resize, train_crop, train, hw):
 
 
 def test_default_config_tiny_clip_is_upsampled():
-    cfg = TransformConfig()
+    cfg = transform()
     for train in (True, False):
         out = build_transform(cfg, train=train)(clip(2, 20, 12))
         assert out.shape == (3, 2, 112, 112)
@@ -54,7 +58,7 @@ def test_default_config_tiny_clip_is_upsampled():
 
 def test_numpy_input_is_accepted():
     frames = clip(2, 40, 50)
-    tf = build_transform(TransformConfig(**SMALL), train=False)
+    tf = build_transform(transform(**SMALL), train=False)
     assert torch.equal(tf(frames.numpy()), tf(frames))
 
 
@@ -69,14 +73,14 @@ def test_numpy_input_is_accepted():
 )
 def test_bad_input_raises(frames):
     with pytest.raises(ValueError, match="expected"):
-        build_transform(TransformConfig(**SMALL), train=False)(frames)
+        build_transform(transform(**SMALL), train=False)(frames)
 
 
 # --- determinism and clip-consistent randomness ----------------------------------------------
 
 
 def test_eval_is_deterministic():
-    tf = build_transform(TransformConfig(**SMALL), train=False)
+    tf = build_transform(transform(**SMALL), train=False)
     frames = clip(4, 40, 60)
     torch.manual_seed(0)
     a = tf(frames)
@@ -86,7 +90,7 @@ def test_eval_is_deterministic():
 
 @pytest.mark.parametrize("train_crop", ["random_resized", "random"])
 def test_train_is_random(train_crop):
-    tf = build_transform(TransformConfig(train_crop=train_crop, **SMALL), train=True)
+    tf = build_transform(transform(train_crop=train_crop, **SMALL), train=True)
     frames = clip(2, 40, 60)
     torch.manual_seed(0)
     outs = [tf(frames) for _ in range(6)]
@@ -96,7 +100,7 @@ def test_train_is_random(train_crop):
 @pytest.mark.parametrize("resize", ["short_side", "letterbox"])
 @pytest.mark.parametrize("train_crop", ["random_resized", "random"])
 def test_train_crop_and_flip_are_shared_by_all_frames(resize, train_crop):
-    cfg = TransformConfig(resize=resize, train_crop=train_crop, hflip=True, **SMALL)
+    cfg = transform(resize=resize, train_crop=train_crop, hflip=True, **SMALL)
     tf = build_transform(cfg, train=True)
     frames = clip(1, 45, 70).expand(5, -1, -1, -1).contiguous()
     torch.manual_seed(0)
@@ -110,7 +114,7 @@ def test_train_crop_and_flip_are_shared_by_all_frames(resize, train_crop):
 
 
 def test_hflip_off_never_mirrors():
-    cfg = TransformConfig(train_crop="center", hflip=False, **SMALL)
+    cfg = transform(train_crop="center", hflip=False, **SMALL)
     frames = horizontal_ramp(2, 40, 60)
     expected = build_transform(cfg, train=False)(frames)
     tf = build_transform(cfg, train=True)
@@ -120,7 +124,7 @@ def test_hflip_off_never_mirrors():
 
 
 def test_hflip_on_mirrors_sometimes():
-    cfg = TransformConfig(train_crop="center", hflip=True, **SMALL)
+    cfg = transform(train_crop="center", hflip=True, **SMALL)
     frames = horizontal_ramp(2, 40, 60)
     plain = build_transform(cfg, train=False)(frames)
     mirrored = plain.flip(-1)
@@ -137,7 +141,7 @@ def test_hflip_on_mirrors_sometimes():
 
 def test_normalization_uses_mean_and_std_per_channel():
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    cfg = TransformConfig(mean=mean, std=std, **SMALL)
+    cfg = transform(mean=mean, std=std, **SMALL)
     colour = torch.tensor([200, 100, 50], dtype=torch.uint8)
     frames = colour.view(1, 1, 1, 3).expand(2, 40, 50, 3).contiguous()
     for train in (True, False):
@@ -148,14 +152,14 @@ def test_normalization_uses_mean_and_std_per_channel():
 
 
 def test_denormalize_round_trip_is_exact_without_resampling():
-    cfg = TransformConfig(size=28, crop_size=28, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    cfg = transform(size=28, crop_size=28, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     frames = clip(3, 28, 28)
     out = build_transform(cfg, train=False)(frames)
     assert torch.equal(denormalize(out, cfg), frames)
 
 
 def test_denormalize_shape_batched_and_clamped():
-    cfg = TransformConfig(**SMALL)
+    cfg = transform(**SMALL)
     batch = torch.stack([build_transform(cfg, train=True)(clip(4, 40, 50, seed=s)) for s in range(2)])
     back = denormalize(batch, cfg)
     assert back.shape == (2, 4, 28, 28, 3)
@@ -167,7 +171,7 @@ def test_denormalize_shape_batched_and_clamped():
 
 
 def test_denormalize_after_resize_is_close_to_input():
-    cfg = TransformConfig(size=28, crop_size=28)
+    cfg = transform(size=28, crop_size=28)
     smooth = horizontal_ramp(2, 56, 56)  # a downsampled ramp stays a ramp
     back = denormalize(build_transform(cfg, train=False)(smooth), cfg)
     expected = horizontal_ramp(2, 28, 28)
@@ -179,7 +183,7 @@ def test_denormalize_after_resize_is_close_to_input():
 
 @pytest.mark.parametrize(("h", "w", "content"), [(60, 40, (30, 20)), (40, 60, (20, 30)), (9, 15, (18, 30))])
 def test_letterbox_keeps_aspect_and_pads_with_mean(h, w, content):
-    cfg = TransformConfig(resize="letterbox", size=30, crop_size=30)
+    cfg = transform(resize="letterbox", size=30, crop_size=30)
     white = torch.full((2, h, w, 3), 255, dtype=torch.uint8)
     out = build_transform(cfg, train=False)(white)
     assert out.shape == (3, 2, 30, 30)
@@ -197,11 +201,11 @@ def test_letterbox_keeps_aspect_and_pads_with_mean(h, w, content):
 
 
 def test_letterbox_fill_is_mean_colour():
-    assert letterbox_fill(TransformConfig(mean=(0.0, 0.5, 1.0))) == [0, 128, 255]
+    assert letterbox_fill(transform(mean=(0.0, 0.5, 1.0))) == [0, 128, 255]
 
 
 def test_short_side_crops_portrait_instead_of_padding():
-    cfg = TransformConfig(resize="short_side", size=30, crop_size=30)
+    cfg = transform(resize="short_side", size=30, crop_size=30)
     white = torch.full((1, 60, 40, 3), 255, dtype=torch.uint8)
     out = build_transform(cfg, train=False)(white)
     torch.testing.assert_close(out, torch.full_like(out, (1.0 - 0.45) / 0.225), atol=1e-4, rtol=0)
@@ -213,7 +217,7 @@ def test_short_side_crops_portrait_instead_of_padding():
 @pytest.mark.parametrize("resize", ["short_side", "letterbox"])
 @pytest.mark.parametrize("train", [True, False])
 def test_pickle_round_trip(resize, train):
-    tf = build_transform(TransformConfig(resize=resize, **SMALL), train=train)
+    tf = build_transform(transform(resize=resize, **SMALL), train=train)
     clone = pickle.loads(pickle.dumps(tf))
     frames = clip(3, 40, 50)
     torch.manual_seed(3)
@@ -230,7 +234,8 @@ def test_yaml_group_files_load_and_are_complete(name):
     omegaconf = pytest.importorskip("omegaconf")
     raw = omegaconf.OmegaConf.load(CONF / f"{name}.yaml")
     assert set(raw.keys()) == set(TransformConfig.__dataclass_fields__)
-    cfg = transform_config(raw)
+    cfg = TransformConfig.from_mapping(raw)
+    assert cfg == TransformConfig.preset(name)
     assert isinstance(cfg.crop_scale, tuple) and isinstance(cfg.mean, tuple)
     assert all(isinstance(v, float) for v in cfg.mean + cfg.std + cfg.crop_scale + cfg.crop_ratio)
     assert cfg.resize == ("letterbox" if name == "letterbox" else "short_side")
@@ -239,40 +244,44 @@ def test_yaml_group_files_load_and_are_complete(name):
     assert out.shape == (3, 2, cfg.crop_size, cfg.crop_size)
 
 
-def test_default_yaml_matches_dataclass_defaults():
-    omegaconf = pytest.importorskip("omegaconf")
-    assert transform_config(omegaconf.OmegaConf.load(CONF / "default.yaml")) == TransformConfig()
+@pytest.mark.parametrize(("name", "base"), [("small", "default"), ("small_portrait", "letterbox")])
+def test_yaml_options_build_on_their_defaults(name, base):
+    assert TransformConfig.preset(name) == TransformConfig.preset(base, size=80, crop_size=80)
 
 
-def test_config_from_dict_coerces_lists():
-    cfg = transform_config({"crop_scale": [0.3, 1], "mean": [0, 0.5, 1], "size": np.int64(64), "crop_size": 64})
+def test_config_from_mapping_coerces_lists():
+    values = {**TransformConfig.preset("default").to_dict(), "crop_scale": [0.3, 1], "mean": [0, 0.5, 1],
+              "size": np.int64(64), "crop_size": 64}
+    cfg = TransformConfig.from_mapping(values)
     assert cfg.crop_scale == (0.3, 1.0) and cfg.mean == (0.0, 0.5, 1.0)
     assert type(cfg.size) is int
-    assert transform_config({}) == TransformConfig()
+    assert TransformConfig.from_mapping(transform().to_dict()) == transform()
+    with pytest.raises(ValueError, match=r"^transform\.hflip is missing"):
+        TransformConfig.from_mapping({k: v for k, v in transform().to_dict().items() if k != "hflip"})
 
 
 @pytest.mark.parametrize(
     ("raw", "pattern"),
     [
-        ({"resize": "stretch"}, r"transform\.resize .*short_side, letterbox"),
-        ({"train_crop": "five"}, r"transform\.train_crop .*random_resized, random, center"),
-        ({"size": 0}, r"transform\.size"),
-        ({"size": 128.0}, r"transform\.size"),
-        ({"crop_size": 200}, r"transform\.crop_size .*<= transform\.size"),
-        ({"crop_scale": [0.5]}, r"transform\.crop_scale"),
-        ({"crop_scale": [0.9, 0.5]}, r"transform\.crop_scale"),
-        ({"crop_scale": [0.0, 1.0]}, r"transform\.crop_scale"),
-        ({"crop_scale": "0.5,1"}, r"transform\.crop_scale"),
-        ({"crop_ratio": [1.3, 0.7]}, r"transform\.crop_ratio"),
-        ({"hflip": "yes"}, r"transform\.hflip"),
-        ({"mean": [0.5, 0.5]}, r"transform\.mean"),
-        ({"mean": [0.5, 0.5, "x"]}, r"transform\.mean"),
-        ({"mean": [128, 128, 128]}, r"transform\.mean .*\[0, 1\]"),
-        ({"std": [0.2, 0.0, 0.2]}, r"transform\.std"),
-        ({"crop": 112}, r"transform\.crop is not a known key; allowed keys: resize, size"),
+        ({"resize": "stretch"}, r"^transform\.resize=stretch: choose one of short_side, letterbox$"),
+        ({"train_crop": "five"}, r"^transform\.train_crop=five: choose one of random_resized, random, center$"),
+        ({"size": 0}, r"^transform\.size=0: must be an integer >= 1$"),
+        ({"size": 128.0}, r"^transform\.size=128\.0: "),
+        ({"crop_size": 200}, r"^transform\.crop_size=200: must be <= transform\.size \(128\)$"),
+        ({"crop_scale": [0.5]}, r"^transform\.crop_scale=\[0\.5\]: must be a list of 2 numbers"),
+        ({"crop_scale": [0.9, 0.5]}, r"^transform\.crop_scale=\[0\.9, 0\.5\]: must satisfy 0 < min <= max <= 1"),
+        ({"crop_scale": [0.0, 1.0]}, r"^transform\.crop_scale=\[0\.0, 1\.0\]: "),
+        ({"crop_scale": "0.5,1"}, r"^transform\.crop_scale=0\.5,1: must be a list of 2 numbers"),
+        ({"crop_ratio": [1.3, 0.7]}, r"^transform\.crop_ratio=\[1\.3, 0\.7\]: "),
+        ({"hflip": "yes"}, r"^transform\.hflip=yes: must be true or false$"),
+        ({"mean": [0.5, 0.5]}, r"^transform\.mean=\[0\.5, 0\.5\]: must be a list of 3 numbers"),
+        ({"mean": [0.5, 0.5, "x"]}, r"^transform\.mean=\[0\.5, 0\.5, 'x'\]: "),
+        ({"mean": [128, 128, 128]}, r"^transform\.mean=\[128, 128, 128\]: .*in \[0, 1\]"),
+        ({"std": [0.2, 0.0, 0.2]}, r"^transform\.std=\[0\.2, 0\.0, 0\.2\]: "),
+        ({"crop": 112}, r"^transform\.crop is not a known key; allowed keys of transform: resize, size"),
     ],
 )
 def test_config_validation_errors(raw, pattern):
     with pytest.raises(ValueError, match=pattern) as err:
-        transform_config(raw)
+        transform(**raw)
     assert "\n" not in str(err.value)

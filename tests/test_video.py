@@ -290,6 +290,7 @@ def test_decoder_unavailable_messages(monkeypatch, clips):
         open_video(clips["h264"], "decord")
 
 
+@pytest.mark.slow
 def test_import_without_optional_backends(clips):
     code = (
         "import sys; sys.modules['decord'] = None; sys.modules['torchcodec'] = None\n"

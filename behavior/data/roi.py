@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from behavior.atomic import atomic_open
-from behavior.config import check_number, dataclass_from_mapping
+from behavior.config import Settings, check_bool, check_choice, check_number
 from behavior.data.detectors import Detection, detector_for
 from behavior.data.records import ClipRecord
 from behavior.progress import Progress
@@ -38,37 +38,33 @@ Box = tuple[float, float, float, float]  # left, top, right, bottom in fractions
 
 
 @dataclass(frozen=True)
-class RoiConfig:
+class RoiConfig(Settings):
     """The ``roi`` group: what to look for and how the per-clip box is formed."""
 
-    kind: str = "none"
-    detect_frames: int = 5  # frames per clip the detector runs on, spread evenly over the clip
-    detect_size: int = 480  # frames are scaled (up or down) to this longer side before detection
-    min_size: float = 0.05  # smallest region, as a fraction of the frame height (person) or shorter side (face)
-    margin: float = 0.25  # the box grows by this fraction of its width and height on every side
-    square: bool = True  # grow the shorter side so the square centre crop of the transform keeps the whole region
+    GROUP = "roi"
+    kind: str
+    detect_frames: int  # frames per clip the detector runs on, spread evenly over the clip
+    detect_size: int  # frames are scaled (up or down) to this longer side before detection
+    min_size: float  # smallest region, as a fraction of the frame height (person) or shorter side (face)
+    margin: float  # the box grows by this fraction of its width and height on every side
+    square: bool  # grow the shorter side so the square centre crop of the transform keeps the whole region
 
     def __post_init__(self) -> None:
-        if self.kind not in ROI_KINDS:
-            raise ValueError(f"roi.kind={self.kind!r}: choose one of {', '.join(ROI_KINDS)}")
+        check_choice("roi.kind", self.kind, ROI_KINDS)
         check_number("roi.detect_frames", self.detect_frames, 1, integer=True)
         check_number("roi.detect_size", self.detect_size, 64, integer=True)
         check_number("roi.min_size", self.min_size, 0.0, 1.0)
         check_number("roi.margin", self.margin, 0.0, 2.0)
-        if not isinstance(self.square, bool):
-            raise ValueError(f"roi.square={self.square!r}: must be true or false")
+        check_bool("roi.square", self.square)
 
     @property
     def active(self) -> bool:
         return self.kind != "none"
 
 
-NO_ROI = RoiConfig()
-
-
-def roi_config(cfg: Mapping | None) -> RoiConfig:
-    """The validated ``roi`` group; None (an old checkpoint, or no group) means no region: the whole frame."""
-    return NO_ROI if cfg is None else dataclass_from_mapping(RoiConfig, cfg, "roi")
+def active(roi: RoiConfig | None) -> bool:
+    """Whether ``roi`` crops anything (None: whole frames, e.g. a stage called without a region setting)."""
+    return roi is not None and roi.active
 
 
 @dataclass(frozen=True)
@@ -170,7 +166,7 @@ def merge_detections(per_frame: Sequence[Sequence[Detection]], cfg: RoiConfig, a
 
 def detect_region(frames: torch.Tensor | np.ndarray, cfg: RoiConfig) -> Region:
     """The region of a clip from a few of its uint8 frames ``[N, H, W, 3]`` (see :func:`detection_indices`)."""
-    if not cfg.active:
+    if not active(cfg):
         return WHOLE_FRAME
     frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     detector = detector_for(cfg.kind, cfg.detect_size, cfg.min_size)
@@ -190,7 +186,7 @@ class RegionTracker:
 
     def update(self, index: int, frame: np.ndarray, oldest: int) -> Region:
         """The region for a window ending at frame ``index`` (``frame``) and starting at frame ``oldest``."""
-        if not self.cfg.active:
+        if not active(self.cfg):
             return WHOLE_FRAME
         if self.recent and index - self.recent[-1][0] < self.every:
             return self.region  # detected recently enough: detection costs more than the classifier
@@ -205,7 +201,7 @@ class RegionTracker:
 
 def region_of_reader(reader: VideoReader, cfg: RoiConfig, first: int = 0, count: int | None = None) -> Region:
     """The region of frames ``[first, first + count)`` of an open clip, from its detection frames."""
-    if not cfg.active:
+    if not active(cfg):
         return WHOLE_FRAME
     count = len(reader) - first if count is None else count
     return detect_region(reader.get_frames([first + i for i in detection_indices(count, cfg.detect_frames)]), cfg)
@@ -262,7 +258,7 @@ def find_regions(records: Sequence[ClipRecord], cfg: RoiConfig, backend: str = "
     Runs in this process: OpenCV spreads each detection over the cores itself. A clip that fails to decode
     here keeps the whole frame (with a warning) rather than stopping a run whose pre-scan accepted it."""
     regions: dict[str, Region] = {}
-    if not cfg.active:
+    if not active(cfg):
         return regions
     num_frames = num_frames or {}
     for record in Progress(records, desc=f"roi {cfg.kind}", unit="clip", enabled=progress):

@@ -24,57 +24,38 @@ taken (0,1,2,0,1,2,...), ``repeat_last`` holds the last one (0,1,2,2,2,...).
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from behavior.config import dataclass_from_mapping
+from behavior.config import Settings, check_choice, check_number
 
 MODES = ("tsn", "uniform", "dense")
 PADS = ("loop", "repeat_last")
 
 
-def _is_int(value: object) -> bool:
-    # bool is an int subclass; `num_frames: true` in a YAML file is a mistake, not 1.
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
 @dataclass(frozen=True)
-class SamplingConfig:
-    """How frames are chosen from a clip; validated on construction."""
+class SamplingConfig(Settings):
+    """How frames are chosen from a clip (the ``sampling`` group); checked on construction."""
 
-    mode: str = "tsn"
-    num_frames: int = 8
-    frame_interval: int = 1
-    pad: str = "loop"
-    num_views: int = 1
+    GROUP = "sampling"
+    mode: str
+    num_frames: int
+    frame_interval: int
+    pad: str
+    num_views: int
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"sampling.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if self.pad not in PADS:
-            raise ValueError(f"sampling.pad must be one of {', '.join(PADS)}; got {self.pad!r}")
+        check_choice("sampling.mode", self.mode, MODES)
+        check_choice("sampling.pad", self.pad, PADS)
         for name in ("num_frames", "frame_interval", "num_views"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"sampling.{name} must be an integer >= 1; got {value!r}")
             # numpy integers are accepted but stored as int so configs compare and hash plainly.
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, check_number(f"sampling.{name}", getattr(self, name), 1, integer=True))
 
     @property
     def span(self) -> int:
         """Frames covered by one dense clip: first to last sampled frame inclusive."""
         return (self.num_frames - 1) * self.frame_interval + 1
-
-
-def sampling_config(cfg: Mapping) -> SamplingConfig:
-    """Build a validated :class:`SamplingConfig` from a dict or an OmegaConf ``DictConfig``.
-
-    Missing keys take their defaults; an unknown key or a bad value raises a one-line
-    ``ValueError`` naming ``sampling.<key>``.
-    """
-    return dataclass_from_mapping(SamplingConfig, cfg, "sampling")
 
 
 def _clip_length(num_frames_in_clip: int) -> int:

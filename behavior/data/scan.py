@@ -6,8 +6,9 @@ import csv
 import os
 from pathlib import Path
 
+from behavior.config import fail
 from behavior.data.records import ClipRecord
-from behavior.errors import ConfigError, DataError
+from behavior.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -38,7 +39,8 @@ def scan_folder(root: str | Path, extensions=VIDEO_EXTENSIONS) -> list[ClipRecor
     """One class per sub-folder of ``root``; clips may sit in nested folders inside a class folder."""
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"data.root: folder not found: {root}")
+        raise fail("data.root", root, "is a file, not a folder of class sub-folders" if root.exists()
+                   else "folder not found")
     records = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         records += [ClipRecord(str(p), class_dir.name) for p in find_videos(class_dir, extensions)]
@@ -52,7 +54,7 @@ def read_manifest(manifest: str | Path) -> list[ClipRecord]:
     """A CSV with columns ``path,label[,group]``; paths are relative to the manifest's folder."""
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise ConfigError(f"data.manifest: file not found: {manifest}")
+        raise fail("data.manifest", manifest, "is a folder, not a CSV file" if manifest.exists() else "file not found")
     base = manifest.parent
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -75,9 +77,9 @@ def read_manifest(manifest: str | Path) -> list[ClipRecord]:
 
 def load_records(root: str | None, manifest: str | None) -> list[ClipRecord]:
     if root and manifest:
-        raise ConfigError("data.root and data.manifest are both set; give one of them")
+        raise fail("data.manifest", manifest, f"data.root={root} is set too; give one of them")
     if manifest:
         return read_manifest(manifest)
     if root:
         return scan_folder(root)
-    raise ConfigError("data.root: no dataset given (set data.root=DIR or data.manifest=FILE)")
+    raise fail("data.root", None, "no dataset given (set data.root=DIR or data.manifest=FILE)")

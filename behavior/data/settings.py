@@ -1,92 +1,109 @@
-"""The typed schema of the ``data`` and ``decode`` groups, checked before any clip is touched.
+"""The typed settings of the ``data`` group, checked before any clip is touched.
 
-The readers (``prepare_data``, ``clip_cache``...) take the settings from the config mapping; this module only
-guarantees that every key is known and every value has the right type and range, so a mistake costs one line
-naming the key, not a traceback after the pre-scan.
+:class:`DataConfig` is what train and bench read (where the clips are, how they are split, pre-scanned and
+cached); :class:`EvaluateData` is the smaller ``data`` group of ``behavior.evaluate``, whose split and classes
+come from the checkpoint. Defaults live in ``conf/data/*.yaml`` and ``conf/evaluate.yaml``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
-from behavior.config import check_number, dataclass_from_mapping
+from behavior.config import Settings, check_choice, check_number, check_text, fail
 from behavior.data.splits import SPLIT_METHODS
-from behavior.errors import ConfigError
 
 PRESCAN_MODES = ("full", "quick", "off")
-SPLIT_PARTS = ("train", "val", "test")
-SYNTHETIC_KEYS = ("root", "clips_per_class", "seed", "workers")
-
-
-def _path_or_none(key: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key}={value!r}: must be a path (a string) or null")
-
-
-def _sub_mapping(key: str, value: object, allowed: tuple[str, ...]) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{key}={value!r}: must be a mapping with keys {', '.join(allowed)}")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise ValueError(f"{key}.{unknown[0]} is not a known key; allowed keys: {', '.join(allowed)}")
-    return dict(value)
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    root: str | None = None
-    manifest: str | None = None
-    split: str = "stratified"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    split_files: dict | None = None
-    prescan: str = "full"
-    scan_workers: int = 2
-    decode_timeout: float | None = 120.0
-    cache: str | None = None
-    cache_max_frames: int = 64
-    synthetic: dict = field(default_factory=dict)
+class SplitFiles(Settings):
+    """``data.split=predefined``: one clip path per line, relative to the root / manifest folder."""
+
+    GROUP = "data.split_files"
+    train: str | None
+    val: str | None
+    test: str | None
+
+    def __post_init__(self) -> None:
+        for part in ("train", "val", "test"):
+            check_text(f"data.split_files.{part}", getattr(self, part), none_ok=True)
+
+
+@dataclass(frozen=True)
+class SyntheticSource(Settings):
+    """The built-in generated set, used when neither ``data.root`` nor ``data.manifest`` is set."""
+
+    GROUP = "data.synthetic"
+    root: str
+    clips_per_class: int
+    seed: int
+    workers: int
+
+    def __post_init__(self) -> None:
+        check_text("data.synthetic.root", self.root)
+        for key, low in (("clips_per_class", 1), ("seed", 0), ("workers", 1)):
+            check_number(f"data.synthetic.{key}", getattr(self, key), low, integer=True)
+
+
+@dataclass(frozen=True)
+class ClipSource(Settings):
+    """Where the clips are and how they are read: the keys the ``data`` groups of train and evaluate share."""
+
+    GROUP = "data"
+    PRESCAN_MODES = PRESCAN_MODES
+    root: str | None
+    manifest: str | None
+    prescan: str
+    decode_timeout: float | None  # seconds one clip may take to decode (pre-scan, loader workers); None = no limit
+    cache: str | None
+    cache_max_frames: int
+
+    def __post_init__(self) -> None:
+        check_text("data.root", self.root, none_ok=True)
+        check_text("data.manifest", self.manifest, none_ok=True)
+        check_choice("data.prescan", self.prescan, self.PRESCAN_MODES)
+        check_number("data.decode_timeout", self.decode_timeout, 0, above=True, none_ok=True)
+        check_text("data.cache", self.cache, none_ok=True)
+        check_number("data.cache_max_frames", self.cache_max_frames, 1, integer=True)
+
+
+@dataclass(frozen=True)
+class DataConfig(ClipSource):
+    """The ``data`` group of train and bench: the clips (or the built-in synthetic set), the split, the pre-scan."""
+
+    split: str
+    val_fraction: float
+    test_fraction: float
+    split_files: SplitFiles
+    scan_workers: int
+    synthetic: SyntheticSource
 
     def __post_init__(self):
-        _path_or_none("data.root", self.root)
-        _path_or_none("data.manifest", self.manifest)
-        if self.split not in SPLIT_METHODS:
-            raise ValueError(f"data.split={self.split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+        super().__post_init__()
+        check_choice("data.split", self.split, SPLIT_METHODS)
         for key in ("val_fraction", "test_fraction"):
             check_number(f"data.{key}", getattr(self, key), 0.0, 1.0)
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction:g}: "
-                             "must be < 1")
-        for part, path in _sub_mapping("data.split_files", self.split_files, SPLIT_PARTS).items():
-            _path_or_none(f"data.split_files.{part}", path)
-        if self.prescan not in PRESCAN_MODES:
-            raise ValueError(f"data.prescan={self.prescan!r}: choose one of {', '.join(PRESCAN_MODES)}")
+            raise fail("data.val_fraction + data.test_fraction", round(self.val_fraction + self.test_fraction, 6),
+                       "must be < 1 (the training split needs clips)")
+        object.__setattr__(self, "split_files", _nested(SplitFiles, self.split_files))
+        if self.split == "predefined" and not self.split_files.train:
+            raise fail("data.split_files.train", None, "data.split=predefined needs a train list (and val/test)")
         check_number("data.scan_workers", self.scan_workers, 1, integer=True)
-        if self.decode_timeout is not None:
-            check_number("data.decode_timeout", self.decode_timeout, 0, above=True)
-        _path_or_none("data.cache", self.cache)
-        check_number("data.cache_max_frames", self.cache_max_frames, 1, integer=True)
-        synthetic = _sub_mapping("data.synthetic", self.synthetic, SYNTHETIC_KEYS)
-        _path_or_none("data.synthetic.root", synthetic.get("root"))
-        for key, low in (("clips_per_class", 1), ("seed", 0), ("workers", 1)):
-            if key in synthetic:
-                check_number(f"data.synthetic.{key}", synthetic[key], low, integer=True)
+        object.__setattr__(self, "synthetic", _nested(SyntheticSource, self.synthetic))
 
 
-def data_config(cfg: Mapping) -> DataConfig:
-    values = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    return dataclass_from_mapping(DataConfig, values, "data")
+@dataclass(frozen=True)
+class EvaluateData(ClipSource):
+    """The ``data`` group of ``behavior.evaluate``: the clips to evaluate, and how to read them."""
+
+    PRESCAN_MODES = ("full", "quick")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.root and not self.manifest:
+            raise fail("data.root", None, "give the clips to evaluate (data.root=DIR or data.manifest=FILE)")
 
 
-def check_keys(cfg: Mapping, group: str, allowed: tuple[str, ...]) -> None:
-    """One line naming the first key of ``cfg`` outside ``allowed`` (added with ``+group.key=...``)."""
-    unknown = sorted(str(k) for k in cfg if k not in allowed)
-    if unknown:
-        prefix = f"{group}." if group else ""
-        raise ConfigError(f"{prefix}{unknown[0]} is not a known key; allowed keys{' of ' + group if group else ''}: "
-                          f"{', '.join(allowed)}")
+def _nested(cls: type[Settings], value: object) -> Settings:
+    return value if isinstance(value, cls) else cls.from_mapping(value)

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from behavior.config import fail
 from behavior.data.records import ClipRecord
 from behavior.errors import ConfigError, DataError
 
@@ -28,9 +29,9 @@ class Split:
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
     for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{key}={value}: must be in [0, 1)")
+            raise fail(key, value, "must be in [0, 1)")
     if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1")
+        raise fail("data.val_fraction + data.test_fraction", val_fraction + test_fraction, "must be < 1")
 
 
 def _take(n: int, fraction: float) -> int:
@@ -115,13 +116,6 @@ def predefined_split(records, split_files, base: Path) -> Split:
     return split
 
 
-def check_split_config(method: str, val_fraction: float, test_fraction: float) -> None:
-    """Fail on a bad split setting before any clip is opened."""
-    if method not in SPLIT_METHODS:
-        raise ConfigError(f"data.split={method!r}: choose one of {', '.join(SPLIT_METHODS)}")
-    _check_fractions(val_fraction, test_fraction)
-
-
 def split_records(records, method: str, val_fraction: float, test_fraction: float, seed: int,
                   split_files=None, base: Path | None = None) -> Split:
     if method == "stratified":
@@ -130,7 +124,7 @@ def split_records(records, method: str, val_fraction: float, test_fraction: floa
         return group_split(records, val_fraction, test_fraction, seed)
     if method == "predefined":
         return predefined_split(records, split_files, base or Path("."))
-    raise ConfigError(f"data.split={method!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    raise fail("data.split", method, f"choose one of {', '.join(SPLIT_METHODS)}")
 
 
 def write_split(path: Path, split: Split) -> None:

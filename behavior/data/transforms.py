@@ -11,7 +11,7 @@ transform pickles for DataLoader workers started with ``spawn``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,82 +21,48 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from behavior.config import dataclass_from_mapping
+from behavior.config import Settings, check_bool, check_choice, check_number, check_numbers, fail
 
 RESIZES = ("short_side", "letterbox")
 TRAIN_CROPS = ("random_resized", "random", "center")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _float_tuple(name: str, value: object, length: int) -> tuple[float, ...]:
-    # OmegaConf hands lists over as ListConfig: accept any non-string sequence of numbers.
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != length:
-        raise ValueError(f"transform.{name} must be a list of {length} numbers; got {value!r}")
-    if not all(_is_number(v) for v in value):
-        raise ValueError(f"transform.{name} must be a list of {length} numbers; got {list(value)!r}")
-    return tuple(float(v) for v in value)
-
-
 @dataclass(frozen=True)
-class TransformConfig:
-    """Spatial preprocessing of a clip; validated (and lists coerced to tuples) on construction."""
+class TransformConfig(Settings):
+    """Spatial preprocessing of a clip (the ``transform`` group); checked (lists made tuples) on construction."""
 
-    resize: str = "short_side"
-    size: int = 128
-    crop_size: int = 112
-    train_crop: str = "random_resized"
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    crop_ratio: tuple[float, float] = (0.75, 1.3333)
-    hflip: bool = True
-    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
-    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    GROUP = "transform"
+    resize: str
+    size: int
+    crop_size: int
+    train_crop: str
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    hflip: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
     def __post_init__(self) -> None:
-        if self.resize not in RESIZES:
-            raise ValueError(f"transform.resize must be one of {', '.join(RESIZES)}; got {self.resize!r}")
-        if self.train_crop not in TRAIN_CROPS:
-            raise ValueError(
-                f"transform.train_crop must be one of {', '.join(TRAIN_CROPS)}; got {self.train_crop!r}"
-            )
+        check_choice("transform.resize", self.resize, RESIZES)
+        check_choice("transform.train_crop", self.train_crop, TRAIN_CROPS)
         for name in ("size", "crop_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"transform.{name} must be an integer >= 1; got {value!r}")
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, check_number(f"transform.{name}", getattr(self, name), 1, integer=True))
         if self.crop_size > self.size:
             # The resized frame's short side is `size`; a larger crop would need padding, not cropping.
-            raise ValueError(
-                f"transform.crop_size must be <= transform.size ({self.size}); got {self.crop_size}"
-            )
-        if not isinstance(self.hflip, bool):
-            raise ValueError(f"transform.hflip must be true or false; got {self.hflip!r}")
-
-        scale = _float_tuple("crop_scale", self.crop_scale, 2)
+            raise fail("transform.crop_size", self.crop_size, f"must be <= transform.size ({self.size})")
+        check_bool("transform.hflip", self.hflip)
+        scale = check_numbers("transform.crop_scale", self.crop_scale, 2)
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
-            raise ValueError(f"transform.crop_scale must satisfy 0 < min <= max <= 1; got {list(scale)}")
-        ratio = _float_tuple("crop_ratio", self.crop_ratio, 2)
+            raise fail("transform.crop_scale", list(scale), "must satisfy 0 < min <= max <= 1")
+        ratio = check_numbers("transform.crop_ratio", self.crop_ratio, 2)
         if not 0.0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"transform.crop_ratio must satisfy 0 < min <= max; got {list(ratio)}")
-        mean = _float_tuple("mean", self.mean, 3)
-        if not all(0.0 <= m <= 1.0 for m in mean):
-            raise ValueError(f"transform.mean must be 3 numbers in [0, 1]; got {list(mean)}")
-        std = _float_tuple("std", self.std, 3)
+            raise fail("transform.crop_ratio", list(ratio), "must satisfy 0 < min <= max")
+        mean = check_numbers("transform.mean", self.mean, 3, 0.0, 1.0)
+        std = check_numbers("transform.std", self.std, 3)
         if not all(s > 0.0 for s in std):
-            raise ValueError(f"transform.std must be 3 numbers > 0; got {list(std)}")
+            raise fail("transform.std", list(std), "must be 3 numbers > 0")
         for name, value in (("crop_scale", scale), ("crop_ratio", ratio), ("mean", mean), ("std", std)):
             object.__setattr__(self, name, value)
-
-
-def transform_config(cfg: Mapping) -> TransformConfig:
-    """Build a validated :class:`TransformConfig` from a dict or an OmegaConf ``DictConfig``.
-
-    Missing keys take their defaults; an unknown key or a bad value raises a one-line
-    ``ValueError`` naming ``transform.<key>``.
-    """
-    return dataclass_from_mapping(TransformConfig, cfg, "transform")
 
 
 class ToVideo(nn.Module):

@@ -10,49 +10,27 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from behavior.data.roi import (
-    NO_ROI,
-    WHOLE_FRAME,
-    Region,
-    RoiConfig,
-    crop_frames,
-    detect_region,
-    detection_indices,
-    roi_config,
-)
-from behavior.data.sampling import SamplingConfig, sample_views, sampling_config
-from behavior.data.transforms import TransformConfig, build_transform, transform_config
-from behavior.engine.checkpoint import CheckpointError, load_model
+from behavior.data.pipeline import ClipPipeline, one_thread
+from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, active, crop_frames, detect_region, detection_indices
+from behavior.data.sampling import SamplingConfig, sample_views
+from behavior.data.transforms import build_transform
+from behavior.engine.checkpoint import Checkpoint, load_model
 from behavior.engine.loop import amp_enabled, autocast
-from behavior.errors import ConfigError
-from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video
-from behavior.video.base import check_backend, describe
-from behavior.video.decord_reader import load_decord
-from behavior.video.torchcodec_reader import load_torchcodec
+from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video, require_backend
+from behavior.video.base import describe
 
 T = TypeVar("T")
 
 # Reasons after which the leading frames of a clip may still decode. Empty files, non-videos, files without
 # a video stream or with a lost mp4 index have nothing to salvage.
 SALVAGEABLE = ("truncated", "corrupt", "decode failed")
-
-
-@dataclass(frozen=True)
-class ClipSettings:
-    """How a clip becomes model input: all a DataLoader worker needs, and picklable."""
-
-    sampling: SamplingConfig
-    transform: TransformConfig
-    backend: str = "pyav"
-    max_short_side: int | None = None  # downscale on decode (big clips), or None for full-size frames
-    roi: RoiConfig = NO_ROI  # the checkpoint's region of interest (kind none: whole frames)
 
 
 @dataclass
@@ -79,7 +57,7 @@ class ClipResult:
 
 
 def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0, count: int | None = None,
-             roi: RoiConfig = NO_ROI, region: Region | None = None) -> tuple[torch.Tensor, Region]:
+             roi: RoiConfig | None = None, region: Region | None = None) -> tuple[torch.Tensor, Region]:
     """Evaluation views of frames ``[first, first + count)`` of an open clip, cropped to its region and
     transformed, ``[V, 3, T, S, S]``, and the region.
 
@@ -88,7 +66,7 @@ def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: in
     """
     count = len(reader) - first if count is None else count
     views = [[first + i for i in view] for view in sample_views(count, sampling)]
-    detect = [] if region is not None or not roi.active else [
+    detect = [] if region is not None or not active(roi) else [
         first + i for i in detection_indices(count, roi.detect_frames)]
     wanted = sorted({*detect, *(i for view in views for i in view)})
     frames = reader.get_frames(wanted)
@@ -107,21 +85,21 @@ def _short_stream_warning(reader: VideoReader) -> str:
     return ""
 
 
-def read_salvaging(path: str, settings: ClipSettings, use: Callable[[VideoReader], T]) -> tuple[T, int, str]:
+def read_salvaging(path: str, pipeline: ClipPipeline, use: Callable[[VideoReader], T]) -> tuple[T, int, str]:
     """``use(reader)`` on the clip, returning ``(result, frames read, warning)``.
 
     A truncated or corrupt clip is read again over its leading frames that decode (with PyAV whatever the
     backend), and the warning says so; a clip with nothing usable raises its first VideoDecodeError.
     """
     try:
-        with open_video(path, settings.backend, settings.max_short_side) as reader:
+        with open_video(path, pipeline.backend, pipeline.max_short_side) as reader:
             return use(reader), len(reader), _short_stream_warning(reader)
     except VideoDecodeError as err:
         if not err.reason.startswith(SALVAGEABLE):
             raise
         damage = err
     try:
-        with open_leading_frames(path, settings.max_short_side) as reader:
+        with open_leading_frames(path, pipeline.max_short_side) as reader:
             result, n, promised = use(reader), len(reader), reader.scan.promised
     except VideoDecodeError:
         raise damage from None  # the first reason says what is wrong with the file
@@ -129,14 +107,14 @@ def read_salvaging(path: str, settings: ClipSettings, use: Callable[[VideoReader
     return result, n, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})"
 
 
-def load_clip(path: str, settings: ClipSettings, transform) -> ClipInput:
+def load_clip(path: str, pipeline: ClipPipeline, transform) -> ClipInput:
     """Decode, find the region, sample and transform one clip; raises VideoDecodeError when nothing usable
     decodes."""
 
     def use(reader: VideoReader) -> tuple[torch.Tensor, Region]:
-        return views_of(reader, settings.sampling, transform, roi=settings.roi)
+        return views_of(reader, pipeline.sampling, transform, roi=pipeline.roi)
 
-    (views, region), n, warning = read_salvaging(path, settings, use)
+    (views, region), n, warning = read_salvaging(path, pipeline, use)
     return ClipInput(views, n, "; ".join(w for w in (warning, region.note()) if w), region)
 
 
@@ -151,10 +129,10 @@ def failure_reason(path: str, exc: BaseException) -> str:
 class PredictDataset(Dataset):
     """``paths[i]`` -> ``("ok", i, ClipInput)`` or ``("error", i, reason)``: it never raises for a bad file."""
 
-    def __init__(self, paths: Sequence[str], settings: ClipSettings):
+    def __init__(self, paths: Sequence[str], pipeline: ClipPipeline):
         self.paths = list(paths)
-        self.settings = settings
-        self.transform = build_transform(settings.transform, train=False)
+        self.pipeline = pipeline
+        self.transform = build_transform(pipeline.transform, train=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -162,7 +140,7 @@ class PredictDataset(Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            return "ok", index, load_clip(path, self.settings, self.transform)
+            return "ok", index, load_clip(path, self.pipeline, self.transform)
         except Exception as exc:  # whatever breaks on one file (decoder, permissions, memory) must not stop the rest
             return "error", index, failure_reason(path, exc)
 
@@ -190,7 +168,7 @@ def collate_items(items) -> Batch:
 class Classifier:
     model: torch.nn.Module
     class_names: list[str]
-    settings: ClipSettings
+    pipeline: ClipPipeline
     device: torch.device
     amp: bool = False
 
@@ -204,56 +182,44 @@ class Classifier:
 
     def classify(self, path: str) -> ClipResult:
         """One clip in this process; a window mode or a notebook needs no DataLoader."""
-        item = PredictDataset([path], self.settings)[0]
+        item = PredictDataset([path], self.pipeline)[0]
         return results_of(self, [path], collate_items([item]))[0]
 
 
-def check_decoder(backend: str) -> str:
-    """Fail once, up front, on a bad or missing backend rather than once per clip inside the workers."""
-    loaders = {"decord": load_decord, "torchcodec": load_torchcodec}
-    if check_backend(backend) in loaders:
-        loaders[backend]()  # raises DecoderUnavailableError saying what to install
-    return backend
+def pipeline_of(checkpoint: Checkpoint, backend: str | None = None, num_views: int | None = None,
+                roi: RoiConfig | None = None, max_short_side: int | None = None) -> ClipPipeline:
+    """The clip pipeline a checkpoint was trained with: its sampling, transforms, region settings and decoder.
+
+    ``backend``, ``num_views`` and ``roi`` replace the checkpoint's (None keeps them); ``max_short_side``
+    shrinks big frames while decoding (batch-classify)."""
+    recipe = checkpoint.recipe
+    trained = recipe.roi
+    if roi is not None and roi.kind != trained.kind:
+        print(f"warning: roi={roi.kind} replaces the checkpoint's roi={trained.kind}: the model was trained on "
+              f"{'whole frames' if not trained.active else trained.kind + ' regions'}", file=sys.stderr)
+    pipeline = ClipPipeline(recipe.sampling, recipe.transform, require_backend(backend or recipe.decode.backend),
+                            roi or trained, max_short_side=max_short_side)
+    return pipeline.with_views(num_views)
+
+
+def decode_size(max_short_side: int | str | None, pipeline: ClipPipeline) -> int | None:
+    """``decode.max_short_side`` in pixels: ``auto`` decodes big clips straight to twice the transform's resize
+    target, leaving the final antialiased resize to the transform training used; with a region of interest it
+    decodes full-size frames, so the detector and the crop see what they saw in training."""
+    if max_short_side == "auto":
+        return None if active(pipeline.roi) else 2 * pipeline.transform.size
+    return max_short_side
 
 
 def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, num_views: int | None = None,
                     backend: str | None = None, max_short_side: int | str | None = "auto",
                     roi: RoiConfig | None = None) -> Classifier:
-    """The checkpoint's model with its own classes, sampling, region of interest and transforms.
-
-    ``num_views``, ``backend`` and ``roi`` override the checkpoint's (None keeps them). ``max_short_side="auto"``
-    decodes big clips straight to twice the transform's resize target, leaving the final antialiased resize to
-    the same transform training used; clips already that small are decoded as they are. With a region of
-    interest, auto decodes full-size frames: the detector and the crop then see what they saw in training.
-    """
-
-    model, state = load_model(checkpoint, device)
-    missing = [key for key in ("sampling", "transform") if not isinstance(state.get(key), dict)]
-    if missing:
-        raise CheckpointError(f"checkpoint {checkpoint}: holds no {' or '.join(missing)} settings "
-                              f"(written by an older version?); re-save it with behavior.train")
-    sampling = dict(state["sampling"])
-    if num_views is not None:
-        sampling["num_views"] = num_views
-    transform = transform_config(state["transform"])
-    trained_roi = roi_config(state.get("roi"))
-    if roi is not None and roi.kind != trained_roi.kind:
-        print(f"warning: roi={roi.kind} replaces the checkpoint's roi={trained_roi.kind}: the model was trained on "
-              f"{'whole frames' if not trained_roi.active else trained_roi.kind + ' regions'}", file=sys.stderr)
-    roi = roi or trained_roi
-    if max_short_side == "auto":
-        max_short_side = None if roi.active else 2 * transform.size
-    elif max_short_side is not None and (not isinstance(max_short_side, int) or isinstance(max_short_side, bool)
-                                         or max_short_side < 1):
-        raise ConfigError(f"decode.max_short_side={max_short_side!r}: use auto, null or a number of pixels >= 1")
-    backend = check_decoder(backend or (state.get("decode") or {}).get("backend") or "pyav")
-    settings = ClipSettings(sampling_config(sampling), transform, backend, max_short_side, roi)
-    return Classifier(model, list(state["class_names"]), settings, device, amp_enabled(amp, device))
-
-
-def _one_thread(_: int) -> None:
-    # Each worker decodes one clip at a time; torch threads in workers would only fight the model for cores.
-    torch.set_num_threads(1)
+    """The checkpoint's model with its own classes and clip pipeline (see :func:`pipeline_of` and
+    :func:`decode_size`)."""
+    model, saved = load_model(checkpoint, device)
+    pipeline = pipeline_of(saved, backend, num_views, roi)
+    pipeline = replace(pipeline, max_short_side=decode_size(max_short_side, pipeline))
+    return Classifier(model, saved.class_names, pipeline, device, amp_enabled(amp, device))
 
 
 def results_of(classifier: Classifier, paths: Sequence[str], batch: Batch) -> list[ClipResult]:
@@ -268,10 +234,10 @@ def results_of(classifier: Classifier, paths: Sequence[str], batch: Batch) -> li
 def _stream(classifier: Classifier, paths: list[str], batch_size: int, num_workers: int,
             timeout: float | None) -> Iterator[list[ClipResult]]:
     # A worker decodes a whole batch, so its wait is bounded per clip times the batch size.
-    loader = DataLoader(PredictDataset(paths, classifier.settings), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(PredictDataset(paths, classifier.pipeline), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_items,
                         pin_memory=classifier.device.type == "cuda",
-                        worker_init_fn=_one_thread if num_workers > 0 else None,
+                        worker_init_fn=one_thread if num_workers > 0 else None,
                         timeout=timeout * batch_size if timeout and num_workers > 0 else 0)
     for batch in loader:
         yield results_of(classifier, paths, batch)

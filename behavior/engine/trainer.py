@@ -6,15 +6,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from behavior.config import check_number, dataclass_from_mapping
-from behavior.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from behavior.config import Settings, check_bool, check_choice, check_device, check_number, check_text
+from behavior.engine.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
 from behavior.engine.loop import evaluation_loss, predict, train_one_epoch
+from behavior.models import ModelConfig
+
+if TYPE_CHECKING:
+    from behavior.recipe import Recipe
 
 
 @dataclass
@@ -41,73 +45,69 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(Settings):
     """The ``trainer`` group, checked as a whole before any work."""
 
-    epochs: int = 40
-    batch_size: int = 16
-    eval_batch_size: int = 16
-    num_workers: int = 2
-    patience: int = 10
-    device: str = "auto"
-    amp: bool = True
-    report_on: str = "best"
-    resume: str | None = None
-    progress: bool = True
+    GROUP = "trainer"
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    patience: int  # epochs without a better validation top-1 before stopping; 0 = never stop early
+    device: str
+    amp: bool
+    report_on: str
+    resume: str | None
+    progress: bool
 
     def __post_init__(self) -> None:
-        check_number("trainer.epochs", self.epochs, 1, integer=True)
-        check_number("trainer.batch_size", self.batch_size, 1, integer=True)
-        check_number("trainer.eval_batch_size", self.eval_batch_size, 1, integer=True)
-        check_number("trainer.num_workers", self.num_workers, 0, integer=True)
-        check_number("trainer.patience", self.patience, 0, integer=True)
-        for key in ("amp", "progress"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"trainer.{key}={getattr(self, key)!r}: must be true or false")
-        if self.report_on not in ("best", "last"):
-            raise ValueError(f"trainer.report_on={self.report_on!r}: choose best or last")
-        if self.resume is not None and not isinstance(self.resume, str):
-            raise ValueError(f"trainer.resume={self.resume!r}: use auto, a path to a last.pt, or null")
+        for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0),
+                         ("patience", 0)):
+            check_number(f"trainer.{key}", getattr(self, key), low, integer=True)
+        check_device("trainer.device", self.device)
+        check_bool("trainer.amp", self.amp)
+        check_bool("trainer.progress", self.progress)
+        check_choice("trainer.report_on", self.report_on, ("best", "last"))
+        check_text("trainer.resume", self.resume, none_ok=True, what="auto or a path to a last.pt")
 
 
-def trainer_config(cfg) -> TrainerConfig:
-    return dataclass_from_mapping(TrainerConfig, cfg, "trainer")
+RESUME_KEYS = ("optimizer_state", "scheduler_state", "scaler_state", "fit_state", "rng_state", "cuda_rng_state")
 
 
-def checkpoint_mismatch(state: dict[str, Any], model_config: dict | None, class_names: list[str] | None) -> str:
-    """What differs between a checkpoint and the run about to use it ("" when nothing that matters does)."""
+def checkpoint_mismatch(saved: Checkpoint, model: ModelConfig, class_names: list[str]) -> str:
+    """What differs between a checkpoint and the run about to continue it ("" when nothing that matters does)."""
     diffs = []
-    saved_classes = state.get("class_names")
-    if class_names is not None and saved_classes is not None and list(saved_classes) != list(class_names):
-        diffs.append(f"classes {list(saved_classes)} in the checkpoint, {list(class_names)} here")
-    saved_config = state.get("model_config")
-    if model_config is not None and isinstance(saved_config, dict):
-        for key in sorted(set(saved_config) | set(model_config)):
-            if saved_config.get(key) != model_config.get(key):
-                diffs.append(f"model.{key} {saved_config.get(key)!r} in the checkpoint, {model_config.get(key)!r} here")
+    if saved.class_names != list(class_names):
+        diffs.append(f"classes {saved.class_names} in the checkpoint, {list(class_names)} here")
+    old, new = saved.recipe.model.to_dict(), model.to_dict()
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            diffs.append(f"model.{key} {old.get(key)!r} in the checkpoint, {new.get(key)!r} here")
     return "; ".join(diffs)
 
 
-def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, model_config: dict | None = None,
-            class_names: list[str] | None = None) -> FitState:
-    state = load_checkpoint(path)
-    differs = checkpoint_mismatch(state, model_config, class_names)
+def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, model_config: ModelConfig,
+            class_names: list[str]) -> FitState:
+    saved = read_checkpoint(path, "trainer.resume")
+    differs = checkpoint_mismatch(saved, model_config, class_names)
     if differs:
         raise CheckpointError(f"trainer.resume={path}: the checkpoint is of another model or class list: {differs}")
+    state = saved.state
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as err:
         raise CheckpointError(f"trainer.resume={path}: weights do not fit this model "
                               f"({str(err).splitlines()[0]})") from None
-    if "optimizer_state" not in state:
-        raise CheckpointError(f"trainer.resume={path}: holds no optimizer state; resume from a last.pt")
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"trainer.resume={path}: holds no {', '.join(missing)} (not written by a training "
+                              "run's epoch); resume from a last.pt")
     optimizer.load_state_dict(state["optimizer_state"])
     scheduler.load_state_dict(state["scheduler_state"])
-    if scaler is not None and state.get("scaler_state"):
+    if scaler is not None and state["scaler_state"]:
         scaler.load_state_dict(state["scaler_state"])
-    if state.get("rng_state") is not None:
-        torch.set_rng_state(state["rng_state"])
-    if state.get("cuda_rng_state") and torch.cuda.is_available():
+    torch.set_rng_state(state["rng_state"])
+    if state["cuda_rng_state"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng_state"])
     fit = state["fit_state"]
     return FitState(fit["epoch"], fit["best_score"], fit["best_epoch"], fit["epochs_without_improvement"],
@@ -115,7 +115,7 @@ def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, mo
 
 
 def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_fn, device: torch.device,
-        cfg: FitConfig, run_dir: Path, checkpoint_extra: dict[str, Any], state: FitState | None = None,
+        cfg: FitConfig, run_dir: Path, recipe: Recipe, class_names: list[str], state: FitState | None = None,
         scaler: torch.amp.GradScaler | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitState:
     """Train until ``cfg.epochs`` or early stop; ``best.pt`` holds the best validation top-1 (ties: lower loss)."""
@@ -123,19 +123,17 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
     has_val = val_loader is not None and len(val_loader.dataset) > 0
 
     def checkpoint(path: Path) -> None:
-        save_checkpoint(path, {
-            **checkpoint_extra,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(),
-            "scaler_state": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-            "epoch": state.epoch,
-            "fit_state": vars(state),
+        write_checkpoint(
+            path, recipe, class_names, model.state_dict(), state.epoch,
+            optimizer_state=optimizer.state_dict(),
+            scheduler_state=scheduler.state_dict(),
+            scaler_state=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+            fit_state=vars(state),
             # Dropout and mixup draw from the global generator; shuffling and augmentation are (seed, epoch)
             # functions already. With this state a resumed run replays the uninterrupted one exactly.
-            "rng_state": torch.get_rng_state(),
-            "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        })
+            rng_state=torch.get_rng_state(),
+            cuda_rng_state=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        )
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run replays the same batches.

@@ -7,12 +7,12 @@ import sys
 from omegaconf import DictConfig
 
 from behavior.cli import entry_point
-from behavior.live.session import run
+from behavior.live.session import LiveSettings, run
 
 
 @entry_point("live")
 def main(cfg: DictConfig) -> None:
-    stats = run(cfg)
+    stats = run(LiveSettings.from_mapping(cfg))
     if stats.stopped.startswith("the source failed"):
         sys.exit(1)
 

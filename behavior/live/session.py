@@ -22,13 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from behavior.cli import select_device
-from behavior.config import require_number
-from behavior.data.roi import roi_config
+from behavior.config import (
+    Settings,
+    check_bool,
+    check_choice,
+    check_device,
+    check_number,
+    check_text,
+    device_of,
+    fail,
+    plain,
+)
+from behavior.data.roi import RoiConfig
 from behavior.engine.inference import load_classifier
-from behavior.errors import ConfigError, DataError
+from behavior.errors import DataError
 from behavior.live.annotate import Annotation, annotate
 from behavior.live.display import Display
 from behavior.live.worker import Job, Prediction, StreamClassifier
@@ -67,32 +75,56 @@ class LiveStats:
         return "\n".join(lines)
 
 
-def _settings(cfg: DictConfig) -> dict:
-    """Checked values of the command's keys, before the checkpoint is loaded or the camera opened."""
-    if not cfg.get("checkpoint"):
-        raise ConfigError("checkpoint: give the checkpoint to run (checkpoint=PATH/best.pt)")
-    require_number("stride", cfg.stride, minimum=1, integer=True)
-    require_number("window", cfg.window, minimum=0, above=True)
-    require_number("detect_every", cfg.detect_every, minimum=1, integer=True)
-    if cfg.max_frames is not None:
-        require_number("max_frames", cfg.max_frames, minimum=1, integer=True)
-    if cfg.fps is not None:
-        require_number("fps", cfg.fps, minimum=0, above=True)
-    for key in ("show", "heatmap", "amp"):
-        if not isinstance(cfg[key], bool):
-            raise ConfigError(f"{key}={cfg[key]!r}: must be true or false")
-    if cfg.drop not in ("auto", True, False):
-        raise ConfigError(f"drop={cfg.drop!r}: use auto, true or false")
-    if cfg.threads != "auto":
-        require_number("threads", cfg.threads, minimum=1, integer=True)
-    output = None
-    if cfg.output:
-        output = Path(str(cfg.output))
-        if output.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise ConfigError(f"output={output}: name a {', '.join(OUTPUT_SUFFIXES)} file")
-        if output.exists():
-            raise ConfigError(f"output={output} already exists; it is left untouched: give another name")
-    return {"output": output, "roi": roi_config(cfg.roi) if cfg.get("roi") is not None else None}
+@dataclass(frozen=True)
+class LiveSettings(Settings):
+    """conf/live.yaml, checked before the checkpoint is loaded or the camera opened."""
+
+    GROUP = ""
+    checkpoint: str
+    source: int | str
+    output: Path | None
+    show: bool
+    stride: int
+    window: float
+    drop: str | bool
+    detect_every: int
+    heatmap: bool
+    max_frames: int | None
+    fps: float | None
+    threads: int | str
+    device: str
+    amp: bool
+    roi: RoiConfig | None  # None: the checkpoint's region settings
+
+    @classmethod
+    def from_mapping(cls, values, group=None) -> LiveSettings:
+        # conf/live.yaml selects no roi option (``roi: null`` in its defaults list), so the key is absent unless
+        # roi=face|person|none is on the command line.
+        values = plain(values)
+        return super().from_mapping({"roi": None, **values} if isinstance(values, dict) else values, group)
+
+    def __post_init__(self) -> None:
+        check_text("checkpoint", self.checkpoint, what="the checkpoint to run (checkpoint=PATH/best.pt)")
+        check_number("stride", self.stride, 1, integer=True)
+        check_number("window", self.window, 0, above=True)
+        check_number("detect_every", self.detect_every, 1, integer=True)
+        check_number("max_frames", self.max_frames, 1, integer=True, none_ok=True)
+        check_number("fps", self.fps, 0, above=True, none_ok=True)
+        for key in ("show", "heatmap", "amp"):
+            check_bool(key, getattr(self, key))
+        check_choice("drop", self.drop, ("auto", True, False))
+        if self.threads != "auto":
+            check_number("threads", self.threads, 1, integer=True)
+        check_device("device", self.device)
+        if self.output is not None:
+            output = Path(str(self.output))
+            if output.suffix.lower() not in OUTPUT_SUFFIXES:
+                raise fail("output", output, f"name a {', '.join(OUTPUT_SUFFIXES)} file")
+            if output.exists():
+                raise fail("output", output, "already exists; it is left untouched: give another name")
+            object.__setattr__(self, "output", output)
+        if self.roi is not None:
+            object.__setattr__(self, "roi", RoiConfig.from_mapping(self.roi))
 
 
 class FrameQueue:
@@ -129,13 +161,13 @@ def _stop_on_sigterm(*_) -> None:
     raise KeyboardInterrupt
 
 
-def stream(source: FrameSource, worker: StreamClassifier, cfg: DictConfig, fps: float, writer: VideoWriter | None,
+def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps: float, writer: VideoWriter | None,
            display: Display | None) -> LiveStats:
     """The reading loop: buffer, submit, write what is ready; returns the counts for the summary."""
     window = max(1, round(cfg.window * fps))
     ring: deque[np.ndarray] = deque(maxlen=window)
     drop = source.live if cfg.drop == "auto" else bool(cfg.drop)
-    kind = worker.classifier.settings.roi.kind
+    kind = worker.classifier.pipeline.roi.kind
     queue, stats = FrameQueue(), LiveStats()
     start = time.perf_counter()
 
@@ -181,13 +213,12 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: DictConfig, fps: 
     return stats
 
 
-def run(cfg: DictConfig) -> LiveStats:
-    settings = _settings(cfg)
-    device = select_device(cfg.device)
+def run(cfg: LiveSettings) -> LiveStats:
+    device = device_of(cfg.device)
     threads = max(1, (os.cpu_count() or 2) - 1) if cfg.threads == "auto" else cfg.threads
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    classifier = load_classifier(str(cfg.checkpoint), device, cfg.amp, max_short_side=None, roi=settings["roi"])
+    classifier = load_classifier(str(cfg.checkpoint), device, cfg.amp, max_short_side=None, roi=cfg.roi)
     source = open_source(cfg.source)
     fps = float(cfg.fps or source.fps or DEFAULT_FPS)  # some cameras report 0 (or nonsense): fps= overrides
     display = Display(f"behavior.live: {source.name}") if cfg.show else None
@@ -198,16 +229,16 @@ def run(cfg: DictConfig) -> LiveStats:
     worker = StreamClassifier(classifier, cfg.heatmap, detect_every=cfg.detect_every)
     try:
         print(f"live: {source.name} at {fps:g} fps; {len(classifier.class_names)} classes; roi="
-              f"{classifier.settings.roi.kind}; a label every {cfg.stride} frames from the last {cfg.window:g}s"
-              + (f"; writing {settings['output']}" if settings["output"] else ""), flush=True)
+              f"{classifier.pipeline.roi.kind}; a label every {cfg.stride} frames from the last {cfg.window:g}s"
+              + (f"; writing {cfg.output}" if cfg.output else ""), flush=True)
         frames = iter(source)
         first = next(frames, None)
         if first is None:
             why = f" ({source.problem[0]})" if source.problem else ""
             raise DataError(f"source={cfg.source}: no frames could be read{why}")
-        if settings["output"] is not None:
-            writer = VideoWriter(settings["output"], first.shape[1], first.shape[0], fps, quality=23,
-                                 fragmented=settings["output"].suffix.lower() == ".mp4",
+        if cfg.output is not None:
+            writer = VideoWriter(cfg.output, first.shape[1], first.shape[0], fps, quality=23,
+                                 fragmented=cfg.output.suffix.lower() == ".mp4",
                                  keyframe_every=max(1, round(2 * fps)))
         source.frames = _prepend(first, frames)
         stats = stream(source, worker, cfg, fps, writer, display)
@@ -223,7 +254,7 @@ def run(cfg: DictConfig) -> LiveStats:
         torch.set_num_threads(previous_threads)  # a notebook or test calling run() gets its threads back
     print(stats.summary(fps), flush=True)
     if writer is not None:
-        print(f"annotated video: {settings['output']} ({writer.frames} frames)")
+        print(f"annotated video: {cfg.output} ({writer.frames} frames)")
     return stats
 
 

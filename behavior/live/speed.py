@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from behavior.engine.checkpoint import save_checkpoint
-from behavior.live.session import LiveStats, run
+from behavior.config import compose_config
+from behavior.engine.checkpoint import write_checkpoint
+from behavior.live.session import LiveSettings, LiveStats, run
 from behavior.models import build_model
-from behavior.paths import conf_dir
+from behavior.recipe import compose_recipe
 from behavior.video import open_video
 from behavior.video.opencv import load_cv2
 from behavior.video.writer import VideoWriter
@@ -68,24 +68,17 @@ def make_source(path: Path, seconds: float) -> str:
 
 
 def default_checkpoint(path: Path, num_classes: int = 5) -> None:
-    conf = conf_dir()
-    model = OmegaConf.to_container(OmegaConf.load(conf / "model" / "behaviornet.yaml"))
+    """An untrained default BehaviorNet: the speed does not depend on what the weights learned."""
+    recipe = compose_recipe()
     torch.manual_seed(0)
-    save_checkpoint(path, {"model_state": build_model(model, num_classes).state_dict(), "model_config": model,
-                           "class_names": [f"class_{i}" for i in range(num_classes)], "epoch": 0,
-                           "sampling": OmegaConf.to_container(OmegaConf.load(conf / "sampling" / "tsn.yaml")),
-                           "transform": OmegaConf.to_container(OmegaConf.load(conf / "transform" / "default.yaml")),
-                           "decode": {"backend": "pyav"}})
+    write_checkpoint(path, recipe, [f"class_{i}" for i in range(num_classes)],
+                     build_model(recipe.model, num_classes).state_dict(), epoch=0)
 
 
 def measure(checkpoint: Path, source: str, roi: str, output: Path | None, detect_every: int | None) -> LiveStats:
-    cfg = OmegaConf.load(conf_dir() / "live.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key)
-    roi_cfg = OmegaConf.load(conf_dir() / "roi" / f"{roi}.yaml")
-    extra = {"detect_every": detect_every} if detect_every else {}
-    return run(OmegaConf.merge(cfg, {"checkpoint": str(checkpoint), "source": source, "roi": roi_cfg,
-                                     "output": str(output) if output else None, **extra}))
+    overrides = [f"checkpoint={checkpoint}", f"source={source}", f"roi={roi}",
+                 *([f"output={output}"] if output else []), *([f"detect_every={detect_every}"] if detect_every else [])]
+    return run(LiveSettings.from_mapping(compose_config("live", overrides)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((roi, stats.frames, stats.seconds, stats.frames / stats.seconds,
                          stats.frames / fps / stats.seconds, factors[0], factors[-1], float(ms.mean()),
                          float(np.percentile(ms, 95))))
-    every = args.detect_every or OmegaConf.load(conf_dir() / "live.yaml").detect_every
+    every = args.detect_every or compose_config("live").detect_every
     print(f"\nlive mode, default BehaviorNet (112x112, 8 frames), stride 8, window 2 s, a roi detection every {every} "
           f"frames, {'no output' if args.no_output else 'annotated mp4 written'}; torch threads "
           f"{torch.get_num_threads()}")

@@ -60,8 +60,8 @@ class StreamClassifier:
 
     def __init__(self, classifier: Classifier, heatmap: bool = True, backlog: int = 1, detect_every: int = 1) -> None:
         self.classifier = classifier
-        self.transform = build_transform(classifier.settings.transform, train=False)
-        self.tracker = RegionTracker(classifier.settings.roi, detect_every)
+        self.transform = build_transform(classifier.pipeline.transform, train=False)
+        self.tracker = RegionTracker(classifier.pipeline.roi, detect_every)
         self.attention = [m for m in classifier.model.modules() if isinstance(m, SpatialAttention)]
         self.heatmap = heatmap and bool(self.attention)
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=backlog)
@@ -113,7 +113,7 @@ class StreamClassifier:
 
     @torch.no_grad()
     def classify(self, job: Job) -> Prediction:
-        settings = self.classifier.settings
+        settings = self.classifier.pipeline
         newest = job.frames[-1]
         height, width = newest.shape[:2]
         region = self.tracker.update(job.index, newest, job.index - len(job.frames) + 1)

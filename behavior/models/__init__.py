@@ -1,7 +1,8 @@
 """Models: a registry of video classifiers built from the `model` config group.
 
-    model = build_model(cfg.model, num_classes)   # video models: [B, 3, T, H, W] -> logits [B, num_classes]
-    maps = attention_maps(model)                  # last map of each SpatialAttention, [N, 1, h, w]
+    model = build_model(recipe.model, num_classes)       # video models: [B, 3, T, H, W] -> logits [B, num_classes]
+    model = build_model(ModelConfig.preset("behaviornet", widths=[8, 16]), 3)   # from conf/model/, in code
+    maps = attention_maps(model)                         # last map of each SpatialAttention, [N, 1, h, w]
 
 Registered: behaviornet, spatial_attention_net (BehaviorNet over the SpatialAttentionNet backbone),
 and the torchvision 3D-CNN baselines r3d_18, mc3_18, r2plus1d_18.
@@ -11,10 +12,11 @@ from . import baselines as baselines  # noqa: F401  (imported for its registrati
 from .attention import SpatialAttention, attention_maps
 from .behaviornet import BehaviorNet, TemporalPool, spatial_attention_net
 from .image import SpatialAttentionNet
-from .registry import OptionError, available_models, build_model, model_options, register_model
+from .registry import ModelConfig, OptionError, available_models, build_model, model_options, register_model
 
 __all__ = [
     "BehaviorNet",
+    "ModelConfig",
     "OptionError",
     "SpatialAttention",
     "SpatialAttentionNet",

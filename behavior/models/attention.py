@@ -21,7 +21,7 @@ ATTENTION_KINDS = ("pool", "conv")
 def check_attention_kernel(key: str, value: Any) -> int:
     """Odd and >= 1: only an odd kernel with padding k // 2 maps an h x w input to an h x w gate."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise OptionError(key, f"got {value!r}; allowed: an odd integer >= 1 (e.g. 3, 5, 7)")
+        raise OptionError(key, value, "must be an odd integer >= 1 (e.g. 3, 5, 7)")
     return value
 
 

@@ -26,15 +26,15 @@ def _build(factory: Callable[..., nn.Module], num_classes: int, zero_init_residu
 
 
 @register_model("r3d_18")
-def r3d_18(num_classes: int, zero_init_residual: bool = False) -> nn.Module:
+def r3d_18(num_classes: int, *, zero_init_residual: bool) -> nn.Module:
     return _build(video.r3d_18, num_classes, zero_init_residual)
 
 
 @register_model("mc3_18")
-def mc3_18(num_classes: int, zero_init_residual: bool = False) -> nn.Module:
+def mc3_18(num_classes: int, *, zero_init_residual: bool) -> nn.Module:
     return _build(video.mc3_18, num_classes, zero_init_residual)
 
 
 @register_model("r2plus1d_18")
-def r2plus1d_18(num_classes: int, zero_init_residual: bool = False) -> nn.Module:
+def r2plus1d_18(num_classes: int, *, zero_init_residual: bool) -> nn.Module:
     return _build(video.r2plus1d_18, num_classes, zero_init_residual)

@@ -26,6 +26,7 @@ Lin et al., 2019), which costs no FLOPs and no parameters.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -163,26 +164,28 @@ class BehaviorNet(nn.Module):
     `attention_stages` are 0-based stage indices that get a SpatialAttention module when `attention`
     is true (None: every stage but the first); `attention: false` builds the same network without
     them, for ablations.
-    The defaults here are those of conf/model/behaviornet.yaml, sized for CPU training at 8x112x112.
+    Every option is required: their defaults are written once, in conf/model/behaviornet.yaml
+    (``build_model(ModelConfig.preset("behaviornet", ...), n)`` builds one from code).
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet",
-        in_channels: int = 3,
-        stem_width: int = 16,
-        stem_stride: int = 2,
-        widths: Sequence[int] = (24, 48, 96, 192),
-        blocks_per_stage: int | Sequence[int] = 1,
-        attention: bool = True,
-        attention_kind: str = "pool",
-        attention_kernel: int = 7,
-        attention_stages: Sequence[int] | None = None,
-        temporal_pool: str = "mean",
-        temporal_shift: bool = False,
-        frame_diff: bool = True,
-        dropout: float = 0.3,
+        *,
+        backbone: str,
+        in_channels: int,
+        stem_width: int,
+        stem_stride: int,
+        widths: Sequence[int],
+        blocks_per_stage: int | Sequence[int],
+        attention: bool,
+        attention_kind: str,
+        attention_kernel: int,
+        attention_stages: Sequence[int] | None,
+        temporal_pool: str,
+        temporal_shift: bool,
+        frame_diff: bool,
+        dropout: float,
     ) -> None:
         super().__init__()
         backbone = check_choice("backbone", backbone, BACKBONES)
@@ -200,9 +203,7 @@ class BehaviorNet(nn.Module):
             attention_stages=attention_stages,
         )
         if check_bool("temporal_shift", temporal_shift) and backbone != "resnet":
-            raise OptionError(
-                "temporal_shift", f"got true with backbone {backbone!r}; allowed: false (true needs 'resnet')"
-            )
+            raise OptionError("temporal_shift", True, f"must be false with backbone {backbone!r} (true needs 'resnet')")
         self.spec = spec
         self.backbone_name = backbone
         if backbone == "resnet":
@@ -237,23 +238,16 @@ class BehaviorNet(nn.Module):
 
 
 @register_model("spatial_attention_net")
-def spatial_attention_net(
-    num_classes: int,
-    in_channels: int = 3,
-    stem_width: int = 24,
-    stem_stride: int = 4,
-    widths: Sequence[int] = (48, 96, 192),
-    blocks_per_stage: int | Sequence[int] = 1,
-    attention: bool = True,
-    attention_kind: str = "pool",
-    attention_kernel: int = 7,
-    attention_stages: Sequence[int] | None = None,
-    temporal_pool: str = "mean",
-    dropout: float = 0.3,
-) -> BehaviorNet:
-    """The article's SpatialAttentionNet as a per-frame backbone inside BehaviorNet (video input).
+def spatial_attention_net(num_classes: int, **options) -> BehaviorNet:
+    """The article's SpatialAttentionNet as a per-frame backbone inside BehaviorNet (video input); its options are
+    BehaviorNet's but for those it fixes, with defaults in conf/model/spatial_attention_net.yaml.
 
     For the image classifier itself use `SpatialAttentionNet(num_classes=10)`.
     """
-    options = {k: v for k, v in locals().items() if k != "num_classes"}
-    return BehaviorNet(num_classes, backbone="spatial_attention_net", frame_diff=False, **options)
+    return BehaviorNet(num_classes, **FIXED_FOR_SPATIAL_ATTENTION_NET, **options)
+
+
+FIXED_FOR_SPATIAL_ATTENTION_NET = {"backbone": "spatial_attention_net", "temporal_shift": False, "frame_diff": False}
+# The registry reads a builder's options from its signature: BehaviorNet's, less the fixed ones.
+spatial_attention_net.__signature__ = inspect.signature(BehaviorNet).replace(parameters=[
+    p for p in inspect.signature(BehaviorNet).parameters.values() if p.name not in FIXED_FOR_SPATIAL_ATTENTION_NET])

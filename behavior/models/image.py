@@ -61,11 +61,11 @@ class BackboneSpec:
         if bad or len(set(stages)) != len(stages):
             raise OptionError(
                 "attention_stages",
-                f"got {list(stages)!r}; allowed: distinct stage indices in 0..{len(widths) - 1}, "
-                "or null (every stage but the first)",
+                list(stages),
+                f"must be distinct stage indices in 0..{len(widths) - 1}, or null (every stage but the first)",
             )
         if type(stem_stride) is not int or stem_stride not in STEM_STRIDES:
-            raise OptionError("stem_stride", f"got {stem_stride!r}; allowed: 1, 2, 4")
+            raise OptionError("stem_stride", stem_stride, "choose one of 1, 2, 4")
         return cls(
             in_channels=check_int("in_channels", in_channels, 1),
             stem_width=check_int("stem_width", stem_width, 1),
@@ -133,6 +133,13 @@ def plain_features(spec: BackboneSpec) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def article_backbone() -> BackboneSpec:
+    """The article's image classifier: 32x32 input, 64-128-256 channels, attention after the 128- and 256-channel
+    stages (``BackboneSpec.check(...)`` builds others)."""
+    return BackboneSpec.check(in_channels=3, stem_width=32, stem_stride=1, widths=(64, 128, 256), blocks_per_stage=1,
+                              attention=True, attention_kind="pool", attention_kernel=7, attention_stages=None)
+
+
 class SpatialAttentionNet(nn.Module):
     """Image classifier: [B, C, H, W] -> logits [B, num_classes] (sized for 32x32, works at any size).
 
@@ -140,33 +147,9 @@ class SpatialAttentionNet(nn.Module):
     [B, feature_dim]); BehaviorNet uses `.features` per frame via `backbone: spatial_attention_net`.
     """
 
-    def __init__(
-        self,
-        num_classes: int | None = 10,
-        *,
-        in_channels: int = 3,
-        stem_width: int = 32,
-        stem_stride: int = 1,
-        widths: tuple[int, ...] | list[int] = (64, 128, 256),
-        blocks_per_stage: int | tuple[int, ...] | list[int] = 1,
-        attention: bool = True,
-        attention_kind: str = "pool",
-        attention_kernel: int = 7,
-        attention_stages: tuple[int, ...] | list[int] | None = None,
-        dropout: float = 0.2,
-    ) -> None:
+    def __init__(self, num_classes: int | None = 10, *, spec: BackboneSpec | None = None, dropout: float = 0.2) -> None:
         super().__init__()
-        spec = BackboneSpec.check(
-            in_channels=in_channels,
-            stem_width=stem_width,
-            stem_stride=stem_stride,
-            widths=widths,
-            blocks_per_stage=blocks_per_stage,
-            attention=attention,
-            attention_kind=attention_kind,
-            attention_kernel=attention_kernel,
-            attention_stages=attention_stages,
-        )
+        spec = spec or article_backbone()
         self.spec = spec
         self.features = plain_features(spec)
         self.feature_dim = spec.widths[-1]

@@ -1,20 +1,22 @@
-"""Model registry (name -> builder) and `build_model`, which turns a config mapping into a model.
+"""Model registry (name -> builder), the ``model`` group's settings, and :func:`build_model`.
 
-Builders are plain functions `fn(num_classes, **options) -> nn.Module`; their keyword parameters are the
-model's options, so the registry can reject a misspelled config key before anything is constructed.
-The option checkers below are shared by the model modules so every bad value fails the same way:
-a one-line `ValueError` that names the key and the allowed values.
+Builders are plain functions ``fn(num_classes, **options) -> nn.Module`` whose keyword parameters are the
+model's options, without defaults: the options' defaults are written once, in ``conf/model/<name>.yaml``
+(:meth:`ModelConfig.preset` reads them for code that is not started from the command line). The option checkers
+below are shared by the model modules so every bad value fails the same way: one line,
+``model.<key>=<value>: <what is allowed>``.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from behavior.config import Settings, fail, plain
 from behavior.errors import ConfigError
 
 ModelBuilder = Callable[..., nn.Module]
@@ -23,12 +25,18 @@ _MODELS: dict[str, ModelBuilder] = {}
 
 
 class OptionError(ConfigError):
-    """A bad model option. `key` is kept apart from the text so `build_model` can re-key it `model.<key>`."""
+    """A bad model option. ``key`` is kept apart from the text so :func:`build_model` can re-key it
+    ``model.<key>``."""
 
-    def __init__(self, key: str, detail: str) -> None:
-        super().__init__(f"{key}: {detail}")
-        self.key = key
-        self.detail = detail
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}={_shown(value)}: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(list(value) if isinstance(value, tuple) else value)
 
 
 def register_model(name: str | ModelBuilder | None = None):
@@ -56,40 +64,61 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def model_options(name: str) -> dict[str, Any]:
-    """The options model `name` takes, with their defaults (handy for docs and config checks)."""
-    builder = _get(name)
-    return {
-        key: param.default
-        for key, param in inspect.signature(builder).parameters.items()
-        if key != "num_classes" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
-    }
+def model_options(name: str) -> tuple[str, ...]:
+    """The names of the options model ``name`` takes (its builder's keyword parameters)."""
+    return tuple(key for key, param in inspect.signature(_get(name)).parameters.items()
+                 if key != "num_classes" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY))
 
 
-def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """Build the model named by `cfg["name"]` with the rest of `cfg` as its options.
+@dataclass(frozen=True)
+class ModelConfig(Settings):
+    """The ``model`` group: a registered model's name and its options (the rest of the group's keys).
 
-    `cfg` may be a dict or an OmegaConf DictConfig (e.g. the `model` group of the Hydra config).
-    Video models take float input [B, 3, T, H, W] and return logits [B, num_classes].
-    """
-    options = _plain(cfg)
-    if not isinstance(options, dict):
-        raise ConfigError(f"model config must be a mapping with a 'name' key, got {type(cfg).__name__}")
-    if "name" not in options:
-        raise ConfigError(f"model config has no 'name'; available models: {', '.join(available_models())}")
-    name = options.pop("name")
-    builder = _get(name)
+    Checked whole on construction: the name is registered, every option is given and known, and a two-class
+    model builds with these options, so a bad value stops a command before any clip is read."""
+
+    GROUP = "model"
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        options = plain(dict(self.options))
+        object.__setattr__(self, "options", options)
+        allowed = model_options(self.name)
+        for key in options:
+            if key not in allowed:
+                raise ConfigError(f"model.{key} is not an option of model {self.name!r}; allowed options: "
+                                  f"{', '.join(allowed) or 'none'}")
+        missing = [key for key in allowed if key not in options]
+        if missing:
+            raise ConfigError(f"model.{missing[0]} is missing: model {self.name!r} needs every option "
+                              f"({', '.join(allowed)}); ModelConfig.preset({self.name!r}, ...) fills them from "
+                              f"conf/model/{self.name}.yaml")
+        build_model(self, 2)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping | None, group: str | None = None) -> ModelConfig:
+        values = plain(values)
+        if not isinstance(values, Mapping) or "name" not in values:
+            raise fail("model", values, f"must be a mapping with a 'name' key; available models: "
+                                        f"{', '.join(available_models())}")
+        options = dict(values)
+        return cls(options.pop("name"), options)
+
+    def to_dict(self) -> dict:
+        """The group as it reads in YAML: ``name`` and the options side by side."""
+        return {"name": self.name, **self.options}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The model ``cfg`` names, with its options. Video models take float input [B, 3, T, H, W] and return
+    logits [B, num_classes]."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: got {num_classes!r}; allowed: an integer >= 1")
-    allowed = model_options(name)
-    for key in options:
-        if key not in allowed:
-            choices = ", ".join(sorted(allowed)) or "none"
-            raise OptionError(f"model.{key}", f"not an option of model {name!r}; allowed options: {choices}")
+        raise ValueError(f"num_classes={num_classes!r}: must be an integer >= 1")
     try:
-        return builder(num_classes=num_classes, **options)
+        return _get(cfg.name)(num_classes=num_classes, **cfg.options)
     except OptionError as err:
-        raise OptionError(f"model.{err.key}", err.detail) from None
+        raise OptionError(f"model.{err.key}", err.value, err.allowed) from None
 
 
 def _get(name: Any) -> ModelBuilder:
@@ -98,43 +127,32 @@ def _get(name: Any) -> ModelBuilder:
     return _MODELS[name]
 
 
-def _plain(value: Any) -> Any:
-    """Config values as plain dicts/lists, so builders never see OmegaConf containers."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 # ---- option checkers shared by the model modules -------------------------------------------------------
 
 
 def check_int(key: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise OptionError(key, f"got {value!r}; allowed: an integer >= {minimum}")
+        raise OptionError(key, value, f"must be an integer >= {minimum}")
     return value
 
 
 def check_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise OptionError(key, f"got {value!r}; allowed: true, false")
+        raise OptionError(key, value, "must be true or false")
     return value
 
 
 def check_prob(key: str, value: Any) -> float:
     """A probability for dropout: 0 <= p < 1 (p = 1 would zero every feature)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise OptionError(key, f"got {value!r}; allowed: a number in [0, 1)")
+        raise OptionError(key, value, "must be a number in [0, 1)")
     return float(value)
 
 
 def check_choice(key: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
-        raise OptionError(key, f"got {value!r}; allowed: {', '.join(repr(c) for c in choices)}")
+        raise OptionError(key, value, f"choose one of {', '.join(choices)}")
     return value
 
 
@@ -144,12 +162,9 @@ def check_int_list(
     """A list of integers >= minimum; an int is accepted where `length` says how far to repeat it."""
     if length is not None and isinstance(value, int) and not isinstance(value, bool):
         value = [value] * length
-    what = f"a list of integers >= {minimum}" + (f" with {length} entries (or one integer)" if length else "")
-    if not isinstance(value, list | tuple) or (not value and not allow_empty):
-        raise OptionError(key, f"got {value!r}; allowed: {what}")
-    if length is not None and len(value) != length:
-        raise OptionError(key, f"got {list(value)!r}; allowed: {what}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
-            raise OptionError(key, f"got {list(value)!r}; allowed: {what}")
+    what = f"must be a list of integers >= {minimum}" + (f" with {length} entries (or one integer)" if length else "")
+    if (not isinstance(value, list | tuple) or (not value and not allow_empty)
+            or (length is not None and len(value) != length)
+            or any(isinstance(item, bool) or not isinstance(item, int) or item < minimum for item in value)):
+        raise OptionError(key, value, what)
     return tuple(value)

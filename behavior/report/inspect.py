@@ -117,8 +117,10 @@ class RunResults:
 
     @property
     def backend(self) -> str:
-        """The decoder the run used, so clips are shown exactly as the model saw them."""
-        return str((self.config.get("decode") or {}).get("backend") or "pyav")
+        """The decoder the run used (metrics.json records it), so clips are shown exactly as the model saw them."""
+        if "decode_backend" in self.metrics:
+            return str(self.metrics["decode_backend"])
+        return str(self.config["decode"]["backend"]) if "decode" in self.config else "pyav"  # older run folders
 
     @property
     def root(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from behavior.data.sampling import SamplingConfig, sample_indices, sampling_config
-from behavior.data.transforms import build_transform, denormalize, transform_config
+from behavior.data.sampling import SamplingConfig, sample_indices
+from behavior.data.transforms import build_transform, denormalize
 from behavior.models import SpatialAttention
 from behavior.paths import work_root
 from behavior.report.inspect import RunResults, load_run, misclassified, new_figure
@@ -40,7 +40,8 @@ def resolve_clip(path: str | os.PathLike, root: str | os.PathLike | None = None)
 def even_indices(num_frames_in_clip: int, num_frames: int) -> list[int]:
     """``num_frames`` evenly spread frame indices (segment centres), fewer when the clip is shorter."""
     count = min(num_frames, num_frames_in_clip)
-    return sample_indices(num_frames_in_clip, SamplingConfig(mode="uniform", num_frames=count), train=False)
+    spread = SamplingConfig(mode="uniform", num_frames=count, frame_interval=1, pad="loop", num_views=1)
+    return sample_indices(num_frames_in_clip, spread, train=False)
 
 
 def _resize_frames(frames: torch.Tensor, height: int) -> torch.Tensor:
@@ -219,11 +220,11 @@ def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: S
     if not weights.is_file() and run.metrics.get("checkpoint"):
         # An evaluate run holds no checkpoint of its own; its metrics.json names the one it evaluated.
         weights = resolve_clip(run.metrics["checkpoint"], run.root)
-    model, state = load_model(weights, torch.device(device))
-    names = list(state["class_names"])
-    sampling = sampling_config({**state["sampling"], "num_views": 1})
-    transform = transform_config(state["transform"])
-    backend = (state.get("decode") or {}).get("backend") or run.backend
+    model, saved = load_model(weights, torch.device(device))
+    names = saved.class_names
+    sampling = replace(saved.recipe.sampling, num_views=1)
+    transform = saved.recipe.transform
+    backend = saved.recipe.decode.backend
     truth = {row["path"]: str(row["true"]) for row in run.predictions}
     overlays = []
     for path in clip_paths if clip_paths is not None else _default_clips(run, n):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from behavior.config import Settings
 from behavior.video.base import BACKENDS, VideoMeta, VideoReader, check_backend, describe
 from behavior.video.decord_reader import DecordReader, load_decord
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
@@ -19,6 +20,8 @@ from behavior.video.torchcodec_reader import TorchCodecReader, load_torchcodec
 
 __all__ = [
     "BACKENDS",
+    "DecodeConfig",
+    "DecodeOverride",
     "DecoderUnavailableError",
     "VideoDecodeError",
     "VideoMeta",
@@ -27,6 +30,7 @@ __all__ = [
     "open_leading_frames",
     "probe_video",
     "backend_available",
+    "require_backend",
 ]
 
 _READERS = {"pyav": PyAVReader, "decord": DecordReader, "torchcodec": TorchCodecReader}
@@ -40,6 +44,36 @@ def backend_available(backend: str) -> bool:
     except DecoderUnavailableError:
         return False
     return True
+
+
+def require_backend(backend: str) -> str:
+    """``backend`` when it is a known decoder that loads here; fails once, up front, saying what to install,
+    rather than once per clip inside the workers."""
+    _LOADERS[check_backend(backend)]()
+    return backend
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig(Settings):
+    """The ``decode`` group of train and bench: which decoder reads every clip."""
+
+    GROUP = "decode"
+    backend: str
+
+    def __post_init__(self) -> None:
+        require_backend(self.backend)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOverride(Settings):
+    """The ``decode`` group of evaluate: a decoder, or null for the one the checkpoint was trained with."""
+
+    GROUP = "decode"
+    backend: str | None
+
+    def __post_init__(self) -> None:
+        if self.backend is not None:
+            require_backend(self.backend)
 
 
 def open_video(path: str | os.PathLike, backend: str = "pyav", max_short_side: int | None = None) -> VideoReader:

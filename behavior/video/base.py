@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from behavior.errors import ConfigError
+from behavior.config import check_choice
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
 
 BACKENDS = ("pyav", "decord", "torchcodec")
@@ -45,9 +45,7 @@ class VideoMeta:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown decode.backend {backend!r}; allowed values: {', '.join(BACKENDS)}")
-    return backend
+    return check_choice("decode.backend", backend, BACKENDS)
 
 
 def as_index_list(indices: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from behavior.errors import ConfigError, DataError
+from behavior.config import fail
+from behavior.errors import DataError
 from behavior.video.opencv import load_cv2
 
 DEFAULT_FPS = 25.0  # when a camera or stream does not say (its FrameSource.fps is then 0)
@@ -90,7 +91,7 @@ def _pyav(target: str, live: bool) -> FrameSource:
 def open_source(source: object) -> FrameSource:
     """``source`` as given on the command line: an integer (webcam), a URL, or a file path."""
     if isinstance(source, bool) or source is None or source == "":
-        raise ConfigError("source: give a webcam index (source=0), a video file or a stream URL")
+        raise fail("source", source, "give a webcam index (source=0), a video file or a stream URL")
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         return _camera(int(source))
     target = str(source)

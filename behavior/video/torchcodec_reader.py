@@ -24,6 +24,7 @@ def load_torchcodec():
     """torchcodec's VideoDecoder class, or DecoderUnavailableError saying what to install."""
     try:
         decoders = _import("torchcodec.decoders")
+        _load_ffmpeg()
     except ModuleNotFoundError as exc:
         if exc.name and not exc.name.startswith("torchcodec"):
             raise DecoderUnavailableError(
@@ -37,6 +38,14 @@ def load_torchcodec():
             "torchcodec", f"torchcodec cannot load FFmpeg ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); {_FFMPEG_HINT}") from exc
     return decoders.VideoDecoder
+
+
+def _load_ffmpeg() -> None:
+    # torchcodec >= 0.17 imports without FFmpeg and loads its libraries on the first decoder built; load them now so
+    # a missing FFmpeg is one setup error, not a "decode failed" on every clip.
+    ops = _import("torchcodec._core.ops")
+    if not getattr(ops, "_FFMPEG_AVAILABLE", True) and hasattr(ops, "load_core_libraries"):
+        ops.load_core_libraries()
 
 
 class TorchCodecReader(VideoReader):

@@ -1,0 +1,55 @@
+"""The one way a clip becomes model input: decoder + frame counts + region + sampling + transform (+ cache, timeout).
+
+Built once per command (from the recipe in train and bench, from the checkpoint in evaluate, predict and live)
+and handed to every stage that reads clips, so a setting cannot be forgotten on one path: the training and
+validation loaders, the final report, the cache-speed measurement and batch-classify all read clips through
+the same object. Picklable, so DataLoader workers receive it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from behavior.data.cache import ClipCache
+from behavior.data.dataset import ClipDataset
+from behavior.data.records import ClipRecord
+from behavior.data.roi import Region, RoiConfig
+from behavior.data.sampling import SamplingConfig
+from behavior.data.timed_loader import TimedLoader
+from behavior.data.transforms import TransformConfig, build_transform
+
+
+@dataclass(frozen=True)
+class ClipPipeline:
+    sampling: SamplingConfig
+    transform: TransformConfig
+    backend: str
+    roi: RoiConfig | None = None  # how regions are found; None: whole frames
+    timeout: float | None = None  # seconds one clip may take to decode in a worker; None = no limit
+    max_short_side: int | None = None  # shrink big frames while decoding (batch-classify); None = full size
+    cache: ClipCache | None = None  # decoded-clip cache (train, evaluate); None = decode every time
+    num_frames: Mapping[str, int] = field(default_factory=dict)  # frame counts from the pre-scan, by path
+    regions: Mapping[str, Region] = field(default_factory=dict)  # each clip's region, once found
+
+    def with_views(self, num_views: int | None) -> ClipPipeline:
+        """The same pipeline averaging ``num_views`` temporal views per clip (None keeps the current number)."""
+        return self if num_views is None else replace(self, sampling=replace(self.sampling, num_views=num_views))
+
+    def loader(self, records: Sequence[ClipRecord], class_to_idx: Mapping[str, int], train: bool, batch_size: int,
+               num_workers: int, seed: int, pin_memory: bool = False) -> TimedLoader:
+        """Batches of ``(video, label, index)``: a training loader shuffles and augments, an evaluation loader
+        gives every view of every clip in order. Workers are bounded by ``timeout`` per clip of a batch."""
+        dataset = ClipDataset(records, dict(class_to_idx), self.sampling, build_transform(self.transform, train),
+                              train, self.backend, dict(self.num_frames), seed, self.cache, self.regions)
+        return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+                           drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
+                           worker_init_fn=one_thread if num_workers > 0 else None,
+                           generator=torch.Generator().manual_seed(seed), clip_timeout=self.timeout)
+
+
+def one_thread(_: int) -> None:
+    # Each loader worker decodes one clip at a time; torch threads in workers would only fight the model for cores.
+    torch.set_num_threads(1)

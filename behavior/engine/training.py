@@ -1,0 +1,129 @@
+"""A whole training run: data -> regions -> clip pipeline -> model -> fit -> report on test (or validation).
+
+Shared by ``python -m behavior.train`` (one run) and ``python -m behavior.bench`` (one per model and seed)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from behavior.config import device_of
+from behavior.data.pipeline import ClipPipeline
+from behavior.data.prepare import clip_cache, clip_regions, prepare_data
+from behavior.engine.checkpoint import read_checkpoint
+from behavior.engine.evaluation import EvalLoader, evaluate_split
+from behavior.engine.loop import amp_enabled
+from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
+from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
+from behavior.errors import ConfigError
+from behavior.models import build_model
+from behavior.recipe import Recipe
+from behavior.report import write_history
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.json")
+
+
+def resume_path(resume: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to continue from: ``trainer.resume`` as given, or ``auto`` = this run folder's last.pt if any.
+
+    A folder that already holds a run is never trained over from scratch: that would overwrite its checkpoints
+    and report."""
+    if resume == "auto":
+        return str(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    if not resume:
+        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if found:
+            raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}): continue it with "
+                              "trainer.resume=auto, or choose another hydra.run.dir")
+    return resume
+
+
+def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> dict:
+    """Train ``recipe.model`` on ``recipe.data`` into ``run_dir`` and report on test (or val).
+
+    Returns ``{"metrics", "parameters", "class_names", "history", "eval_seconds", "eval_clips", "wall_seconds"}``;
+    ``metrics`` is empty when there is no split to report on. ``split_seed`` (default ``recipe.seed``) draws the
+    train/val/test split, so runs with different seeds can share one split.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer, backend = recipe.trainer, recipe.decode.backend
+    seed_everything(recipe.seed)
+    device = device_of(trainer.device)
+    resume = resume_path(trainer.resume, run_dir)
+    cache = clip_cache(recipe.data, backend, recipe.transform)
+
+    split_seed = recipe.seed if split_seed is None else split_seed
+    data = prepare_data(recipe.data, backend, split_seed, run_dir, progress=trainer.progress)
+    parts = data.split.parts()
+    print(f"{len(data.class_names)} classes {data.class_names}; clips: { {k: len(v) for k, v in parts.items()} }; "
+          f"run dir: {run_dir}")
+    regions = clip_regions(parts, recipe.roi, backend, data.num_frames, run_dir, trainer.progress, cache)
+    if cache is not None:
+        print(cache.summary([r.path for recs in parts.values() for r in recs], data.num_frames, regions))
+    pipeline = ClipPipeline(recipe.sampling, recipe.transform, backend, recipe.roi, recipe.data.decode_timeout,
+                            cache=cache, num_frames=data.num_frames, regions=regions)
+
+    def loader(name: str, train: bool):
+        return pipeline.loader(parts[name], data.class_to_idx, train,
+                               trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
+                               recipe.seed, pin_memory=device.type == "cuda")
+
+    train_loader, val_loader = loader("train", True), loader("val", False)
+    model = build_model(recipe.model, len(data.class_names)).to(device)
+    optimizer = build_optimizer(model, recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.optim, len(train_loader), trainer.epochs)
+    train_labels = [data.class_to_idx[r.label] for r in data.split.train]
+    loss_fn = build_loss(recipe.optim, train_labels, len(data.class_names)).to(device)
+    amp = amp_enabled(trainer.amp, device)
+    # Loss scaling only for float16 (CUDA without bf16); bf16 autocast, on CUDA or CPU, needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    state = None
+    if resume:
+        state = restore(resume, model, optimizer, scheduler, scaler, recipe.model, list(data.class_names))
+    if state is not None:
+        print(f"resumed from {resume} after epoch {state.epoch}")
+        # The run folder must stay self-contained: bring the best checkpoint so far along with the history.
+        previous_best = Path(resume).parent / "best.pt"
+        if previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
+            shutil.copy2(previous_best, run_dir / "best.pt")
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model {recipe.model.name}: {params / 1e6:.2f}M parameters; device {device}{' (AMP)' if amp else ''}")
+
+    fit_cfg = FitConfig(trainer.epochs, trainer.patience, recipe.optim.grad_clip, amp, recipe.seed, trainer.progress,
+                        recipe.optim.mixup_alpha, len(data.class_names))
+    state = state or FitState()
+
+    def on_epoch(row):
+        print(describe_epoch(row), flush=True)
+        write_history(run_dir, state.history)
+
+    state = fit(model, train_loader, val_loader, optimizer, scheduler, loss_fn, device, fit_cfg, run_dir, recipe,
+                list(data.class_names), state, scaler, on_epoch=on_epoch)
+
+    # The final report is on the best (or, trainer.report_on=last, the last) checkpoint, on test (or validation
+    # when there is no test split).
+    result = {"metrics": {}, "parameters": params, "class_names": list(data.class_names),
+              "history": list(state.history), "eval_seconds": 0.0, "eval_clips": 0, "wall_seconds": 0.0}
+    split_name = "test" if data.split.test else "val"
+    if not parts[split_name]:
+        print(f"no validation or test clips (data.val_fraction = data.test_fraction = 0): checkpoints in {run_dir}, "
+              "no report")
+        result["wall_seconds"] = time.perf_counter() - start
+        return result
+    reported = read_checkpoint(run_dir / f"{trainer.report_on}.pt")
+    model.load_state_dict(reported.state["model_state"])
+    eval_start = time.perf_counter()
+    metrics = evaluate_split(model, parts[split_name], data.class_names, pipeline, device, amp,
+                             EvalLoader(trainer.eval_batch_size, trainer.num_workers, trainer.progress), run_dir,
+                             split_name, extra={"best_epoch": reported.epoch, "epochs_run": state.epoch,
+                                                "checkpoint": f"{trainer.report_on}.pt"},
+                             checkpoint=run_dir / f"{trainer.report_on}.pt")
+    result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
+                  eval_clips=len(parts[split_name]), wall_seconds=time.perf_counter() - start)
+    print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")
+    return result

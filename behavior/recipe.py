@@ -1,0 +1,67 @@
+"""The training recipe: every group of a train (or bench) config, checked once into frozen settings.
+
+    command line -> Hydra composes -> Recipe.from_config (the one check) -> stages take the parts they need
+
+Nothing below the entry points reads raw config: a stage takes ``recipe.data``, ``recipe.sampling``... A
+checkpoint stores ``recipe.to_dict()`` (``behavior.engine.checkpoint``), so evaluate, predict and live rebuild
+exactly what training used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from behavior.config import check_keys, check_number, compose_config, plain
+from behavior.data.roi import RoiConfig
+from behavior.data.sampling import SamplingConfig
+from behavior.data.settings import DataConfig
+from behavior.data.transforms import TransformConfig
+from behavior.engine.optim import OptimConfig
+from behavior.engine.trainer import TrainerConfig
+from behavior.models import ModelConfig
+from behavior.video import DecodeConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training run is made of, stage by stage (data -> decode -> sampling -> roi -> transform -> model ->
+    optim/trainer), plus the seed."""
+
+    data: DataConfig
+    decode: DecodeConfig
+    sampling: SamplingConfig
+    roi: RoiConfig
+    transform: TransformConfig
+    model: ModelConfig
+    optim: OptimConfig
+    trainer: TrainerConfig
+    seed: int
+
+    def __post_init__(self) -> None:
+        check_number("seed", self.seed, integer=True)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, extra_keys: tuple[str, ...] = ()) -> Recipe:
+        """Check a composed train config (top-level keys, then each group in pipeline order) into a Recipe;
+        ``extra_keys`` are further top-level keys the caller reads itself (bench's ``bench``)."""
+        values = plain(cfg)
+        check_keys(values, "", [*(f.name for f in fields(cls)), *extra_keys])
+        return cls(**{name: settings.from_mapping(values[name]) for name, settings in GROUPS.items()},
+                   seed=values["seed"])
+
+    def to_dict(self) -> dict:
+        """The recipe as the YAML it came from: plain dicts per group (the model group flat, as in conf/model)."""
+        return {f.name: (getattr(self, f.name).to_dict() if f.name in GROUPS else getattr(self, f.name))
+                for f in fields(self)}
+
+
+GROUPS = {"data": DataConfig, "decode": DecodeConfig, "sampling": SamplingConfig, "roi": RoiConfig,
+          "transform": TransformConfig, "model": ModelConfig, "optim": OptimConfig, "trainer": TrainerConfig}
+
+
+def compose_recipe(overrides: Sequence[str] = (), config_name: str = "train") -> Recipe:
+    """The recipe ``python -m behavior.train <overrides>`` would run, for code and notebooks:
+    ``compose_recipe(["model=r3d_18", "transform=small"])``."""
+    cfg = compose_config(config_name, overrides)
+    return Recipe.from_config(cfg, extra_keys=tuple(k for k in cfg if k not in GROUPS and k != "seed"))

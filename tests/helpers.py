@@ -1,0 +1,59 @@
+"""Shared test helpers: the tiny training settings, running a command, tiny checkpoints, command settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from behavior.config import compose_config, plain
+from behavior.engine.checkpoint import write_checkpoint
+from behavior.models import build_model
+from behavior.recipe import Recipe, compose_recipe
+from tests.conftest import REPO
+
+# A model and input small enough that a training run over a dozen clips takes seconds.
+TINY_MODEL = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "transform.crop_size=32"]
+TINY = [*TINY_MODEL, "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.num_workers=0",
+        "trainer.progress=false", "data.val_fraction=0.25", "data.test_fraction=0.25", "data.scan_workers=1"]
+
+
+def run_module(module: str, *overrides: str, check: bool = True, cwd: Path = REPO,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> <overrides>`` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    if module == "behavior.train" and not any(o.startswith("data.cache=") for o in overrides):
+        # The default cache lives in the working directory; temp clips would pile up entries there run after run.
+        overrides = (*overrides, "data.cache=null")
+    proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def tiny_recipe(*overrides: str) -> Recipe:
+    """The train recipe with the tiny model and input, plus ``overrides`` (command-line syntax)."""
+    return compose_recipe([*TINY_MODEL, *overrides])
+
+
+def tiny_checkpoint(path: Path, class_names: list[str], recipe: Recipe | None = None,
+                    model: torch.nn.Module | None = None, seed: int = 0) -> Path:
+    """An untrained model saved the way behavior.train saves one (``recipe`` default: :func:`tiny_recipe`)."""
+    recipe = recipe or tiny_recipe()
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(recipe.model, len(class_names))
+    return write_checkpoint(path, recipe, class_names, model.state_dict(), epoch=1)
+
+
+def command_config(config_name: str, **values) -> dict:
+    """A command's config as Hydra composes it (conf/<config_name>.yaml), with ``values`` merged in, for
+    ``<Settings>.from_mapping`` in this process."""
+    cfg = compose_config(config_name)
+    OmegaConf.set_struct(cfg, False)  # keys a command's defaults list leaves out (live's roi) may be given too
+    return plain(OmegaConf.merge(cfg, values))
