@@ -13,13 +13,13 @@ import pytest
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
+from behavior.predict.predictions import format_prediction_summary, summarize_predictions
 from behavior.report.inspect import (
     RunResults,
     class_probabilities,
     config_text,
     confusion_figure,
     curves_figure,
-    format_prediction_summary,
     format_table,
     load_run,
     metrics_table,
@@ -27,7 +27,6 @@ from behavior.report.inspect import (
     most_confused_pairs,
     newest_run,
     plot_per_class_bars,
-    summarize_predictions,
 )
 from behavior.report.overlays import (
     GAP,

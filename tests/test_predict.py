@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from behavior.data.scan import VIDEO_EXTENSIONS
 from behavior.engine.inference import PredictDataset, load_classifier
 from behavior.errors import ConfigError, DataError
-from behavior.predict import PredictionsFile, PredictSettings, columns_for, csv_line, run
+from behavior.predict.batch import PredictSettings, run
+from behavior.predict.predictions import PredictionsFile, columns_for, csv_line
 from behavior.provenance import git_commit, package_version
 from behavior.video import open_leading_frames, open_video
 from behavior.video.writer import write_video
@@ -375,7 +376,7 @@ def snapshot(*paths: Path) -> dict:
 
 def predict_main(monkeypatch, capsys, *overrides: str) -> tuple[int, str, str]:
     """The command line in this process: exit status, stdout, stderr."""
-    from behavior.predict import main
+    from behavior.predict.__main__ import main
 
     monkeypatch.setattr(sys, "argv", ["behavior.predict", "progress=false", "num_workers=0", *overrides])
     try:
@@ -409,7 +410,7 @@ def test_another_checkpoint_is_refused_in_one_line_touching_nothing(checkpoint, 
         f.write(f"{two_clips / 'c9.mp4'},ok,le".encode())
     before = snapshot(out, record)
 
-    import behavior.predict as predict
+    import behavior.predict.batch as predict
 
     monkeypatch.setattr(predict, "classify_paths", lambda *a, **k: pytest.fail("a clip was decoded"))
     code, stdout, stderr = predict_main(monkeypatch, capsys, f"checkpoint={other_checkpoint}", *args)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from behavior.data.faces import face_clip
-from behavior.predict import run as predict
+from behavior.predict.batch import run as predict
 from behavior.video.writer import write_video
 from tests.helpers import TINY, run_module
 from tests.test_pipeline import read_csv

@@ -13,8 +13,8 @@ from torch import nn
 
 from behavior.errors import ConfigError
 from behavior.models import ModelConfig, register_model, registry
-from behavior.predict import PredictSettings, run
-from behavior.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
+from behavior.predict.batch import PredictSettings, run
+from behavior.predict.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
 from behavior.video.writer import write_video
 from tests.helpers import command_config, tiny_checkpoint, tiny_recipe
 

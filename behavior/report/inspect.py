@@ -15,7 +15,6 @@ import json
 import math
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,64 +279,3 @@ def misclassified(run: RunResults, n: int | None = None) -> list[dict]:
 def class_probabilities(row: Mapping) -> dict[str, float]:
     """The ``prob:<class>`` columns of a prediction row as {class: probability}."""
     return {k[len(PROB_PREFIX):]: float(v) for k, v in row.items() if k.startswith(PROB_PREFIX)}
-
-
-PREDICTION_COLUMNS = ("path", "status", "label", "score", "error")
-
-
-def _read_prediction_file(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip().startswith("{"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-        return rows
-    return list(csv.DictReader(text.splitlines()))
-
-
-def summarize_predictions(path: str | os.PathLike) -> dict:
-    """Summary of a batch-classify output (CSV or JSON lines with path,status,label,score,error).
-
-    Returns {"file", "total", "ok", "error", "warnings" (rows with a non-empty warning column),
-    "labels" (ok clips per label, most common first), "mean_score" (over ok clips; None when there are
-    none), "errors" (the first 10 (path, error) pairs)}. Extra columns (top-k, num_frames) are ignored.
-    A row counts as ok when its status is "ok" (any case); anything else is an error.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"predictions file not found: {file} (write one with the batch-classify command)")
-    rows = _read_prediction_file(file)
-    if rows:
-        missing = [c for c in PREDICTION_COLUMNS if c not in rows[0]]
-        if missing:
-            raise ValueError(f"{file}: missing column(s) {', '.join(missing)}; "
-                             f"expected {', '.join(PREDICTION_COLUMNS)}")
-    ok, bad = [], []
-    for row in rows:
-        (ok if str(row.get("status") or "").strip().lower() == "ok" else bad).append(row)
-    scores = [float(r["score"]) for r in ok if r.get("score") not in (None, "")]
-    labels = Counter(str(r.get("label")) for r in ok)
-    return {"file": str(file), "total": len(rows), "ok": len(ok), "error": len(bad),
-            "warnings": sum(1 for r in rows if r.get("warning")),
-            "labels": dict(labels.most_common()), "mean_score": float(np.mean(scores)) if scores else None,
-            "errors": [(str(r.get("path")), str(r.get("error") or r.get("status") or "")) for r in bad[:10]]}
-
-
-def format_prediction_summary(summary: Mapping) -> str:
-    """Plain-text view of :func:`summarize_predictions`: counts, label histogram, first errors."""
-    mean = summary["mean_score"]
-    lines = [f"{summary['file']}: {summary['total']} clips, {summary['ok']} ok, {summary['error']} error(s); "
-             f"mean score {'n/a' if mean is None else f'{mean:.4f}'}"
-             + (f"; {summary['warnings']} with a warning" if summary.get("warnings") else "")]
-    if summary["labels"]:
-        width = max(len(label) for label in summary["labels"])
-        top = max(summary["labels"].values())
-        for label, count in summary["labels"].items():
-            lines.append(f"  {label.ljust(width)} {count:5d} {'#' * max(1, round(30 * count / top))}")
-    for clip, error in summary["errors"]:
-        lines.append(f"  error: {clip}: {error}")
-    return "\n".join(lines)
