@@ -10,7 +10,7 @@ from pathlib import Path
 
 from behavior.config import fail
 from behavior.data.records import ClipRecord
-from behavior.errors import ConfigError, DataError
+from behavior.errors import DataError
 
 SPLIT_METHODS = ("stratified", "group", "predefined")
 SPLIT_NAMES = ("train", "val", "test")
@@ -91,7 +91,7 @@ def group_split(records, val_fraction: float, test_fraction: float, seed: int) -
 
 def _read_list(path: Path, key: str) -> list[str]:
     if not path.is_file():
-        raise ConfigError(f"{key}: file not found: {path}")
+        raise fail(key, path, "file not found")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     return [ln.split(",")[0].strip() for ln in lines if ln and not ln.startswith("#")]
 
@@ -99,8 +99,8 @@ def _read_list(path: Path, key: str) -> list[str]:
 def predefined_split(records, split_files, base: Path) -> Split:
     """List files (one clip path per line, relative to the dataset root or manifest folder) per side."""
     if not split_files or not split_files.get("train"):
-        raise ConfigError("data.split_files.train: data.split=predefined needs list files "
-                          "(data.split_files.train=FILE, optional .val and .test)")
+        raise fail("data.split_files.train", None, "data.split=predefined needs list files "
+                                                   "(data.split_files.train=FILE, optional .val and .test)")
     by_path = {str(Path(r.path).resolve()): r for r in records}
     split = Split()
     for name in SPLIT_NAMES:

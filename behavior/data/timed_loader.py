@@ -19,11 +19,11 @@ _TIMED_OUT = object()
 
 
 class TimedLoader(DataLoader):
-    def __init__(self, dataset, *args, clip_timeout: float | None = None, **kwargs):
+    def __init__(self, dataset, *, batch_size: int, num_workers: int, clip_timeout: float | None, **kwargs):
         self.clip_timeout = clip_timeout
-        if clip_timeout is not None and kwargs.get("num_workers", 0) > 0:
-            kwargs["timeout"] = clip_timeout * kwargs.get("batch_size", 1)
-        super().__init__(dataset, *args, **kwargs)
+        if clip_timeout is not None and num_workers > 0:
+            kwargs["timeout"] = clip_timeout * batch_size
+        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
 
     def __iter__(self):
         batches = super().__iter__()

@@ -123,7 +123,7 @@ class PredictionsFile:
 
     def open(self) -> PredictionsFile:
         if self.path.is_dir():
-            raise ConfigError(f"output={self.path} is a folder; give a file name ending in .csv or .jsonl")
+            raise ConfigError(f"output={self.path}: is a folder; give a file name ending in .csv or .jsonl")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
