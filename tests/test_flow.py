@@ -1,0 +1,113 @@
+"""Optical flow as data: correct direction and size, exact flip negation, edge cases, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from behavior.data.flow import (
+    ZERO,
+    FlowComputer,
+    FlowConfig,
+    decode_flow,
+    encode_flow,
+    flip_flow_x,
+    frames_needed,
+    pair_starts,
+)
+from behavior.errors import ConfigError
+
+SIZE, SQUARE, STEP = 96, 24, 3
+
+
+def moving_square(num_frames: int = 6, step: int = STEP, seed: int = 0) -> np.ndarray:
+    """A textured square moving right by ``step`` pixels a frame over a static textured background."""
+    rng = np.random.default_rng(seed)
+    background = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+    texture = (rng.random((SQUARE, SQUARE, 3)) * 155 + 100).astype(np.uint8)
+    frames = np.repeat(background[None], num_frames, axis=0)
+    for t in range(num_frames):
+        x = 20 + t * step
+        frames[t, 36:36 + SQUARE, x:x + SQUARE] = texture
+    return frames
+
+
+def square_flow(frames: np.ndarray, cfg: FlowConfig, index: int = 1) -> np.ndarray:
+    positions = {i: i for i in range(len(frames))}
+    codes = FlowComputer(cfg).stacks(frames, positions, [index], len(frames))[0]
+    x = 20 + index * STEP
+    return decode_flow(codes[40:36 + SQUARE - 4, x + 4:x + SQUARE - 4], cfg.bound)  # inside the square
+
+
+def test_a_square_moving_right_gives_its_displacement():
+    flow = square_flow(moving_square(), FlowConfig.preset("dis", quality="medium"))
+    assert flow[..., 0].mean() == pytest.approx(STEP, abs=0.5)
+    assert abs(flow[..., 1].mean()) < 0.5
+
+
+def test_a_flipped_clip_gives_the_negated_x_flow():
+    cfg = FlowConfig.preset("dis", quality="medium")
+    frames = moving_square()
+    flipped = frames[:, :, ::-1].copy()
+    positions = {i: i for i in range(len(frames))}
+    codes = FlowComputer(cfg).stacks(flipped, positions, [1], len(frames))[0]
+    x = SIZE - (20 + STEP) - SQUARE
+    flow = decode_flow(codes[40:36 + SQUARE - 4, x + 4:x + SQUARE - 4], cfg.bound)
+    assert flow[..., 0].mean() == pytest.approx(-STEP, abs=0.5)
+    # Flipping the stored codes instead of the frames negates x exactly and leaves y alone.
+    original = FlowComputer(cfg).stacks(frames, positions, [1], len(frames))[0]
+    mirrored = flip_flow_x(original, [0])
+    assert np.array_equal(decode_flow(mirrored[..., 0], cfg.bound), -decode_flow(original[..., 0], cfg.bound))
+    assert np.array_equal(mirrored[..., 1], original[..., 1])
+    video = torch.from_numpy(original).permute(2, 0, 1)[None]  # [T, C, H, W]
+    assert torch.equal(flip_flow_x(video, [0])[0, 0], torch.from_numpy(mirrored[..., 0]))
+
+
+def test_codes_round_trip_within_one_step_and_clip_at_the_bound():
+    bound = 20.0
+    flow = np.array([[-25.0, -20.0, -3.3, 0.0, 0.1, 7.77, 20.0, 99.0]]).reshape(1, 4, 2)
+    codes = encode_flow(flow, bound)
+    assert codes.dtype == np.uint8 and encode_flow(np.zeros(2), bound).tolist() == [ZERO, ZERO]
+    back = decode_flow(codes, bound)
+    assert np.all(np.abs(back - np.clip(flow, -bound, bound)) <= bound / 127 / 2 + 1e-6)
+    assert codes.min() == 1 and codes.max() == 255
+
+
+def test_stacks_stay_inside_the_clip():
+    assert pair_starts([0, 5, 9], 10, 2) == [0, 5, 7]
+    assert frames_needed([9], 10, 2) == [7, 8, 9]
+    assert pair_starts([3], 1, 1) == [0]
+    cfg = FlowConfig.preset("dis", stack=2)
+    frames = moving_square(num_frames=4)
+    out = FlowComputer(cfg).stacks(frames, {i: i for i in range(4)}, [0, 3], 4)
+    assert out.shape == (2, SIZE, SIZE, 4)
+    # The last sampled frame reuses the clip's last two pairs: its stack equals that of frame 1.
+    again = FlowComputer(cfg).stacks(frames, {i: i for i in range(4)}, [1], 4)
+    assert np.array_equal(out[1], again[0])
+
+
+def test_a_one_frame_clip_has_zero_flow_and_a_warning():
+    cfg = FlowConfig.preset("dis")
+    with pytest.warns(UserWarning, match="one frame"):
+        out = FlowComputer(cfg).stacks(moving_square(num_frames=1), {0: 0}, [0, 0], 1)
+    assert out.shape == (2, SIZE, SIZE, 2) and (out == ZERO).all()
+
+
+def test_the_computer_pickles_without_its_opencv_object():
+    import pickle
+
+    computer = FlowComputer(FlowConfig.preset("dis"))
+    computer.field(np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8))
+    assert computer._dis is not None and pickle.loads(pickle.dumps(computer))._dis is None
+    assert (computer.field(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)) == 0).all()  # too small for DIS
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"quality": "slow"}, "flow.quality=slow: choose one of ultrafast, fast, medium"),
+    ({"bound": 0}, "flow.bound=0: must be a number > 0"),
+    ({"stack": 0}, "flow.stack=0: must be an integer >= 1 and <= 16"),
+])
+def test_flow_settings_errors_name_the_key(values, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        FlowConfig.preset("dis", **values)
