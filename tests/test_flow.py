@@ -111,3 +111,29 @@ def test_the_computer_pickles_without_its_opencv_object():
 def test_flow_settings_errors_name_the_key(values, message):
     with pytest.raises(ConfigError, match=f"^{message}"):
         FlowConfig.preset("dis", **values)
+
+
+def test_the_transform_moves_flow_with_the_frames_and_negates_x_on_a_flip():
+    from torchvision import tv_tensors
+
+    from behavior.data.transforms import FlipWithFlow, TransformConfig, build_transform
+
+    cfg = FlowConfig.preset("dis", quality="medium")
+    frames = moving_square()
+    flow = FlowComputer(cfg).stacks(frames, {i: i for i in range(len(frames))}, [0, 1, 2, 3], len(frames))
+    both = np.concatenate([frames[:4], flow], axis=-1)  # [T, H, W, 3 + 2]
+    video = tv_tensors.Video(torch.from_numpy(both).permute(0, 3, 1, 2))
+    flipped = FlipWithFlow([3], p=1.0)(video)
+    assert torch.equal(flipped[:, :3], video[:, :3].flip(-1))  # frames mirrored
+    assert torch.equal(flipped[:, 4], video[:, 4].flip(-1))  # y flow mirrored, same sign
+    assert torch.equal(flipped[:, 3].short(), 256 - video[:, 3].flip(-1).short())  # x flow mirrored and negated
+
+    transform = TransformConfig.preset("default", size=SIZE, crop_size=SIZE)
+    out = build_transform(transform, train=False, flow_channels=2)(both)
+    assert out.shape == (5, 4, SIZE, SIZE)
+    still = build_transform(transform, train=False, flow_channels=2, rgb=False)(np.full((2, SIZE, SIZE, 2), ZERO,
+                                                                                        np.uint8))
+    assert torch.allclose(still, torch.zeros_like(still))  # no motion normalizes to 0
+    letterbox = TransformConfig.preset("letterbox", size=SIZE, crop_size=SIZE)
+    padded = build_transform(letterbox, train=False, flow_channels=2)(both[:, :, : SIZE // 2])
+    assert torch.allclose(padded[3:, :, :, :10], torch.zeros(2, 4, SIZE, 10))  # the padding has no motion

@@ -24,6 +24,8 @@ from torchvision.transforms.v2 import functional as F
 from behavior.config import Settings, check_bool, check_choice, check_number, check_numbers, fail
 
 RESIZES = ("short_side", "letterbox")
+FLOW_ZERO = 128  # uint8 code of no motion (behavior.data.flow.ZERO)
+FLOW_STD = 0.25  # flow codes / 255 spread: +/- the bound maps to about +/- 2 after normalizing
 TRAIN_CROPS = ("random_resized", "random", "center")
 
 
@@ -66,13 +68,19 @@ class TransformConfig(Settings):
 
 
 class ToVideo(nn.Module):
-    """uint8 [T, H, W, 3] (decoder layout) -> tv_tensors.Video [T, 3, H, W] (v2 layout)."""
+    """uint8 [T, H, W, C] (decoder layout; C = 3 RGB channels, then any flow channels) -> tv_tensors.Video
+    [T, C, H, W] (v2 layout)."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
 
     def forward(self, frames: torch.Tensor | np.ndarray) -> tv_tensors.Video:
         if isinstance(frames, np.ndarray):
             frames = torch.from_numpy(np.ascontiguousarray(frames))
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-            raise ValueError(f"expected frames of shape [T, H, W, 3] with T >= 1; got {tuple(frames.shape)}")
+        if frames.ndim != 4 or frames.shape[-1] != self.channels or frames.shape[0] < 1:
+            raise ValueError(f"expected frames of shape [T, H, W, {self.channels}] with T >= 1; "
+                             f"got {tuple(frames.shape)}")
         if frames.dtype != torch.uint8:
             # Float input would skip the /255 scaling silently and produce wrong normalization.
             raise ValueError(f"expected uint8 frames; got {frames.dtype}")
@@ -112,9 +120,27 @@ def visible_box(box: tuple[int, int, int, int], cfg: TransformConfig) -> tuple[i
             min(bottom, round(cy + side / 2)))
 
 
-def letterbox_fill(cfg: TransformConfig) -> list[int]:
-    """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize."""
-    return [round(m * 255) for m in cfg.mean]
+class FlipWithFlow(nn.Module):
+    """Random horizontal flip of frames and flow together; the flow's x channels change sign (a flipped leftward
+    motion is a rightward one). Channels: RGB first (if any), then (x, y) per flow field."""
+
+    def __init__(self, flow_x: list[int], p: float = 0.5) -> None:
+        super().__init__()
+        self.flow_x, self.p = flow_x, p
+
+    def forward(self, video: tv_tensors.Video) -> tv_tensors.Video:
+        if torch.rand(1).item() >= self.p:
+            return video
+        flipped = F.horizontal_flip(video).as_subclass(torch.Tensor).clone()
+        # uint8 flow codes: 256 - q negates (behavior.data.flow)
+        flipped[:, self.flow_x] = (256 - flipped[:, self.flow_x].short()).to(torch.uint8)
+        return tv_tensors.wrap(flipped, like=video)
+
+
+def letterbox_fill(cfg: TransformConfig, flow_channels: int = 0) -> list[int]:
+    """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize; flow pads with
+    no motion."""
+    return [round(m * 255) for m in cfg.mean] + [FLOW_ZERO] * flow_channels
 
 
 def geometric_resize(resize: str, size: int) -> v2.Resize:
@@ -129,10 +155,10 @@ def geometric_resize(resize: str, size: int) -> v2.Resize:
     return v2.Resize(None, max_size=size, antialias=True)
 
 
-def _resize(cfg: TransformConfig) -> list[nn.Module]:
+def _resize(cfg: TransformConfig, flow_channels: int = 0) -> list[nn.Module]:
     if cfg.resize == "short_side":
         return [geometric_resize(cfg.resize, cfg.size)]
-    return [geometric_resize(cfg.resize, cfg.size), PadToSquare(letterbox_fill(cfg))]
+    return [geometric_resize(cfg.resize, cfg.size), PadToSquare(letterbox_fill(cfg, flow_channels))]
 
 
 def _train_crop(cfg: TransformConfig) -> nn.Module:
@@ -145,23 +171,30 @@ def _train_crop(cfg: TransformConfig) -> nn.Module:
     return v2.CenterCrop(cfg.crop_size)
 
 
-def build_transform(cfg: TransformConfig, train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Clip transform: uint8 [T, H, W, 3] -> float32 [3, T, crop_size, crop_size], normalized.
+def build_transform(cfg: TransformConfig, train: bool, flow_channels: int = 0,
+                    rgb: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Clip transform: uint8 [T, H, W, C] -> float32 [C, T, crop_size, crop_size], normalized; C is 3 RGB channels
+    (unless ``rgb`` is false) followed by ``flow_channels`` flow channels (behavior.data.flow), which take every
+    geometric step with the frames.
 
     Train: resize -> random (resized) crop -> optional horizontal flip -> float -> normalize.
     Eval:  resize -> center crop -> float -> normalize. Randomness comes from torch's global RNG,
     which DataLoader seeds per worker.
     """
-    steps: list[nn.Module] = [ToVideo(), *_resize(cfg)]
+    first_flow = 3 if rgb else 0
+    steps: list[nn.Module] = [ToVideo(first_flow + flow_channels), *_resize(cfg, flow_channels)]
     if train:
         steps.append(_train_crop(cfg))
-        if cfg.hflip:
+        if cfg.hflip and flow_channels:
+            steps.append(FlipWithFlow(list(range(first_flow, first_flow + flow_channels, 2))))
+        elif cfg.hflip:
             steps.append(v2.RandomHorizontalFlip(p=0.5))
     else:
         steps.append(v2.CenterCrop(cfg.crop_size))
+    mean, std = (list(cfg.mean), list(cfg.std)) if rgb else ([], [])
     steps += [
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        v2.Normalize(mean=mean + [FLOW_ZERO / 255] * flow_channels, std=std + [FLOW_STD] * flow_channels),
         ToChannelsFirst(),
     ]
     return v2.Compose(steps)
