@@ -77,14 +77,17 @@ class BenchSettings(Settings):
         return ModelConfig.preset(variant["base"], **(variant["overrides"] or {}))
 
 
-def gflops_per_clip(model_cfg: ModelConfig, num_classes: int, num_frames: int, crop: int) -> float:
-    """Forward FLOPs of one clip [1, 3, T, crop, crop], counted by torch's FlopCounterMode."""
+def gflops_per_clip(recipe: Recipe, num_classes: int) -> float:
+    """Forward FLOPs of one clip [1, C, T, crop, crop] of ``recipe``, counted by torch's FlopCounterMode (the
+    optical flow itself is computed outside the network and not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(model_cfg, num_classes).eval()
+    model = build_model(recipe.model, num_classes, recipe.flow_channels).eval()
+    channels = (3 if recipe.model.input != "flow" else 0) + (recipe.flow_channels or 0)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, num_frames, crop, crop))
+        model(torch.zeros(1, channels, recipe.sampling.num_frames, recipe.transform.crop_size,
+                          recipe.transform.crop_size))
     return counter.get_total_flops() / 1e9
 
 
@@ -181,8 +184,7 @@ def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dic
             num_classes = record["num_classes"]
             runs.append(RunResult(name, seed, record["metrics"], record["parameters"], record["train_clips_per_s"],
                                   record["inference_clips_per_s"], record["wall_seconds"]))
-        gflops = gflops_per_clip(model_cfgs[name], num_classes, recipe.sampling.num_frames,
-                                 recipe.transform.crop_size)
+        gflops = gflops_per_clip(run_recipe(recipe, model_cfgs[name], recipe.seed), num_classes)
         rows.append(summarize(name, runs, gflops))
         write_results(bench_dir, rows, speed)  # the tables grow model by model
     return rows

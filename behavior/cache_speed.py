@@ -22,7 +22,7 @@ import torch
 
 from behavior.config import device_of
 from behavior.data.cache import ClipCache
-from behavior.data.pipeline import ClipPipeline
+from behavior.data.pipeline import ClipPipeline, input_channels
 from behavior.data.prepare import PreparedData, clip_cache, prepare_data
 from behavior.data.roi import RegionCache, find_regions
 from behavior.engine.loop import amp_enabled, train_one_epoch
@@ -42,7 +42,7 @@ def _data_seconds(loader) -> float:
 def _train_seconds(recipe: Recipe, data: PreparedData, loader) -> float:
     seed_everything(recipe.seed)  # both epochs start from the same weights
     device = device_of(recipe.trainer.device)
-    model = build_model(recipe.model, len(data.class_names)).to(device)
+    model = build_model(recipe.model, len(data.class_names), recipe.flow_channels).to(device)
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.optim, len(loader), 1)
     labels = [data.class_to_idx[r.label] for r in data.split.train]
@@ -65,7 +65,8 @@ def measure_cache_speed(recipe: Recipe, model_name: str, split_seed: int) -> dic
     regions = find_regions(data.split.train, recipe.roi, backend, data.num_frames, progress=False,
                            cache=RegionCache(cache.root, backend)) if recipe.roi.active else {}
     pipeline = ClipPipeline(recipe.sampling, recipe.transform, backend, recipe.roi, recipe.data.decode_timeout,
-                            num_frames=data.num_frames, regions=regions)
+                            num_frames=data.num_frames, regions=regions,
+                            **input_channels(recipe.model.input, recipe.flow))
     trainer = recipe.trainer
 
     def loader(cache: ClipCache | None):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from behavior.config import check_keys, check_number, compose_config, plain
+from behavior.data.flow import FlowConfig
 from behavior.data.roi import RoiConfig
 from behavior.data.sampling import SamplingConfig
 from behavior.data.settings import DataConfig
@@ -36,10 +37,16 @@ class Recipe:
     model: ModelConfig
     optim: OptimConfig
     trainer: TrainerConfig
+    flow: FlowConfig  # used when model.input is flow or rgb+flow
     seed: int
 
     def __post_init__(self) -> None:
         check_number("seed", self.seed, integer=True)
+
+    @property
+    def flow_channels(self) -> int | None:
+        """Flow channels the model takes (None for an RGB model)."""
+        return self.flow.channels if self.model.uses_flow else None
 
     @classmethod
     def from_config(cls, cfg: Mapping, extra_keys: tuple[str, ...] = ()) -> Recipe:
@@ -57,7 +64,8 @@ class Recipe:
 
 
 GROUPS = {"data": DataConfig, "decode": DecodeConfig, "sampling": SamplingConfig, "roi": RoiConfig,
-          "transform": TransformConfig, "model": ModelConfig, "optim": OptimConfig, "trainer": TrainerConfig}
+          "transform": TransformConfig, "model": ModelConfig, "optim": OptimConfig, "trainer": TrainerConfig,
+          "flow": FlowConfig}
 
 
 def compose_recipe(overrides: Sequence[str] = (), config_name: str = "train") -> Recipe:

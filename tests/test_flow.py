@@ -137,3 +137,46 @@ def test_the_transform_moves_flow_with_the_frames_and_negates_x_on_a_flip():
     letterbox = TransformConfig.preset("letterbox", size=SIZE, crop_size=SIZE)
     padded = build_transform(letterbox, train=False, flow_channels=2)(both[:, :, : SIZE // 2])
     assert torch.allclose(padded[3:, :, :, :10], torch.zeros(2, 4, SIZE, 10))  # the padding has no motion
+
+
+def test_the_clip_pipeline_appends_flow_channels(clip_tree):
+    from behavior.data.pipeline import ClipPipeline, input_channels
+    from behavior.data.scan import load_records
+    from tests.helpers import tiny_recipe
+
+    records = load_records(str(clip_tree), None)[:4]
+    classes = {name: i for i, name in enumerate(sorted({r.label for r in records}))}
+    for model_input, channels in (("rgb", 3), ("flow", 4), ("rgb+flow", 7)):
+        recipe = tiny_recipe(f"model.input={model_input}", "flow.stack=2")
+        pipeline = ClipPipeline(recipe.sampling, recipe.transform, "pyav", **input_channels(model_input, recipe.flow))
+        for train in (True, False):
+            video, _, _ = next(iter(pipeline.loader(records, classes, train, 2, 0, seed=0)))
+            views = () if train else (1,)
+            assert video.shape == (2, *views, channels, 4, 32, 32)
+
+
+def test_model_input_is_checked_in_one_line():
+    from behavior.models import ModelConfig
+
+    with pytest.raises(ConfigError, match=r"^model\.input=optical: choose one of rgb, flow, rgb\+flow$"):
+        ModelConfig.preset("behaviornet", input="optical")
+    with pytest.raises(ConfigError, match=r"^model\.input=flow: model 'r3d_18' takes RGB clips only"):
+        ModelConfig.preset("r3d_18", input="flow")
+
+
+@pytest.mark.slow
+def test_a_two_stream_model_trains_and_evaluates_from_its_checkpoint(clip_tree, tmp_path):
+    from behavior.engine.checkpoint import load_model
+    from behavior.engine.inference import load_classifier
+    from behavior.engine.training import train_run
+    from behavior.models.fusion import LateFusion
+    from tests.helpers import TINY, tiny_recipe
+
+    recipe = tiny_recipe(*[o for o in TINY if not o.startswith(("model.", "sampling.", "transform."))],
+                         f"data.root={clip_tree}", "data.cache=null", "trainer.epochs=1", "model.input=rgb+flow")
+    result = train_run(recipe, tmp_path / "run")
+    assert result["metrics"]["num_clips"] > 0
+    model, checkpoint = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
+    assert isinstance(model, LateFusion) and checkpoint.recipe.model.input == "rgb+flow"
+    with pytest.raises(ConfigError, match="batch-classify and live mode take RGB models only"):
+        load_classifier(str(tmp_path / "run" / "best.pt"), torch.device("cpu"))

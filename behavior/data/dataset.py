@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from behavior.data.cache import ClipCache
+from behavior.data.flow import FlowComputer, FlowConfig, frames_needed
 from behavior.data.records import ClipRecord
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
@@ -26,12 +27,17 @@ class ClipDataset(Dataset):
 
     ``regions`` (from ``behavior.data.roi.find_regions``) crops each clip's frames to its region before the
     transform; a clip without an entry keeps the whole frame.
+
+    With ``flow`` each sampled frame also gets its optical-flow stack (``behavior.data.flow``), computed on the
+    frames resized by the transform's own geometric resize (``resize``) and appended after the RGB channels (or
+    alone, without ``rgb``). Flow is computed from decoded frames, never from the cache's frame pool.
     """
 
     def __init__(self, records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig,
                  transform: Callable[[torch.Tensor], torch.Tensor], train: bool, backend: str = "pyav",
                  num_frames: dict[str, int] | None = None, seed: int = 0, cache: ClipCache | None = None,
-                 regions: Mapping[str, Region] | None = None):
+                 regions: Mapping[str, Region] | None = None, flow: FlowConfig | None = None, rgb: bool = True,
+                 resize: Callable | None = None):
         self.records = list(records)
         self.class_to_idx = class_to_idx
         self.sampling = sampling
@@ -42,6 +48,8 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.cache = cache
         self.regions = dict(regions or {})
+        self.flow = FlowComputer(flow) if flow is not None else None
+        self.rgb, self.resize = rgb, resize
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -57,7 +65,9 @@ class ClipDataset(Dataset):
         record = self.records[index]
         item_seed = [self.seed, self.epoch, index]
         region = self.regions.get(record.path, WHOLE_FRAME)
-        if self.cache is not None:  # the cache stores the frames already cropped
+        if self.flow is not None:
+            views, frames, wanted = self._with_flow(record, region, item_seed)
+        elif self.cache is not None:  # the cache stores the frames already cropped
             pool = self.cache.get(record.path, self.num_frames.get(record.path), region)
             views = self._views(len(pool), item_seed)
             wanted = sorted({i for view in views for i in view})
@@ -75,6 +85,22 @@ class ClipDataset(Dataset):
             clips = [self.transform(frames[[position[i] for i in view]]) for view in views]
         video = clips[0] if self.train else torch.stack(clips)
         return video, self.label_of(index), index
+
+    def _with_flow(self, record: ClipRecord, region: Region, item_seed: list[int]):
+        """Views, per-sampled-frame channels [N, h, w, (3 +) 2L] and the sampled frame indices, for a flow input."""
+        with open_video(record.path, backend=self.backend) as reader:
+            total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
+            views = self._views(total, item_seed)
+            sampled = sorted({i for view in views for i in view})
+            decode = sorted(set(sampled) | set(frames_needed(sampled, total, self.flow.cfg.stack)))
+            frames = crop_frames(reader.get_frames(decode), region)
+        if self.resize is not None:  # flow is measured in the pixels the network sees
+            frames = self.resize(torch.as_tensor(frames).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        frames = np.ascontiguousarray(np.asarray(frames))
+        position = {index: k for k, index in enumerate(decode)}
+        stacks = self.flow.stacks(frames, position, sampled, total)
+        channels = np.concatenate([frames[[position[i] for i in sampled]], stacks], axis=-1) if self.rgb else stacks
+        return views, torch.from_numpy(channels), sampled
 
     def _views(self, total: int, item_seed: list[int]) -> list[list[int]]:
         if self.train:

@@ -15,11 +15,12 @@ import torch
 
 from behavior.data.cache import ClipCache
 from behavior.data.dataset import ClipDataset
+from behavior.data.flow import FlowConfig
 from behavior.data.records import ClipRecord
 from behavior.data.roi import Region, RoiConfig
 from behavior.data.sampling import SamplingConfig
 from behavior.data.timed_loader import TimedLoader
-from behavior.data.transforms import TransformConfig, build_transform
+from behavior.data.transforms import TransformConfig, build_transform, geometric_resize
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class ClipPipeline:
     cache: ClipCache | None = None  # decoded-clip cache (train, evaluate); None = decode every time
     num_frames: Mapping[str, int] = field(default_factory=dict)  # frame counts from the pre-scan, by path
     regions: Mapping[str, Region] = field(default_factory=dict)  # each clip's region, once found
+    flow: FlowConfig | None = None  # optical flow channels after the RGB ones; None: RGB only
+    rgb: bool = True  # false: flow channels only (model.input=flow)
+
+    def clip_transform(self, train: bool):
+        """The transform of this pipeline's clips: RGB and/or flow channels (see build_transform)."""
+        return build_transform(self.transform, train, self.flow.channels if self.flow else 0, self.rgb)
 
     def with_views(self, num_views: int | None) -> ClipPipeline:
         """The same pipeline averaging ``num_views`` temporal views per clip (None keeps the current number)."""
@@ -42,8 +49,9 @@ class ClipPipeline:
                num_workers: int, seed: int, pin_memory: bool = False) -> TimedLoader:
         """Batches of ``(video, label, index)``: a training loader shuffles and augments, an evaluation loader
         gives every view of every clip in order. Workers are bounded by ``timeout`` per clip of a batch."""
-        dataset = ClipDataset(records, dict(class_to_idx), self.sampling, build_transform(self.transform, train),
-                              train, self.backend, dict(self.num_frames), seed, self.cache, self.regions)
+        dataset = ClipDataset(records, dict(class_to_idx), self.sampling, self.clip_transform(train), train,
+                              self.backend, dict(self.num_frames), seed, self.cache, self.regions, self.flow, self.rgb,
+                              geometric_resize(self.transform.resize, self.transform.size))
         return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                            drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
                            worker_init_fn=one_thread if num_workers > 0 else None,
@@ -53,3 +61,8 @@ class ClipPipeline:
 def one_thread(_: int) -> None:
     # Each loader worker decodes one clip at a time; torch threads in workers would only fight the model for cores.
     torch.set_num_threads(1)
+
+
+def input_channels(model_input: str, flow: FlowConfig) -> dict:
+    """The ``flow`` and ``rgb`` fields of a pipeline feeding a model with ``model.input`` (rgb, flow, rgb+flow)."""
+    return {"flow": flow if model_input != "rgb" else None, "rgb": model_input != "flow"}

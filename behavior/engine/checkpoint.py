@@ -79,7 +79,7 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
 def load_model(path: str | Path, device: torch.device, key: str = "checkpoint") -> tuple[torch.nn.Module, Checkpoint]:
     """Rebuild the network a checkpoint was trained with and load its weights, in eval mode on ``device``."""
     checkpoint = read_checkpoint(path, key)
-    model = build_model(checkpoint.recipe.model, len(checkpoint.class_names))
+    model = build_model(checkpoint.recipe.model, len(checkpoint.class_names), checkpoint.recipe.flow_channels)
     try:
         model.load_state_dict(checkpoint.state["model_state"])
     except RuntimeError as err:

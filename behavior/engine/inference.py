@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from behavior.data.pipeline import ClipPipeline, one_thread
+from behavior.data.pipeline import ClipPipeline, input_channels, one_thread
 from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, active, crop_frames, detect_region, detection_indices
 from behavior.data.sampling import SamplingConfig, sample_views
 from behavior.data.transforms import build_transform
 from behavior.engine.checkpoint import Checkpoint, load_model
 from behavior.engine.loop import amp_enabled, autocast
+from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video, require_backend
 from behavior.video.base import describe
 
@@ -198,7 +199,8 @@ def pipeline_of(checkpoint: Checkpoint, backend: str | None = None, num_views: i
         print(f"warning: roi={roi.kind} replaces the checkpoint's roi={trained.kind}: the model was trained on "
               f"{'whole frames' if not trained.active else trained.kind + ' regions'}", file=sys.stderr)
     pipeline = ClipPipeline(recipe.sampling, recipe.transform, require_backend(backend or recipe.decode.backend),
-                            roi or trained, max_short_side=max_short_side)
+                            roi or trained, max_short_side=max_short_side,
+                            **input_channels(recipe.model.input, recipe.flow))
     return pipeline.with_views(num_views)
 
 
@@ -217,6 +219,10 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     """The checkpoint's model with its own classes and clip pipeline (see :func:`pipeline_of` and
     :func:`decode_size`)."""
     model, saved = load_model(checkpoint, device)
+    if saved.recipe.model.uses_flow:
+        # The per-clip readers here (predict, window mode, live) sample RGB only so far; evaluate reads flow.
+        raise ConfigError(f"checkpoint={checkpoint}: a model.input={saved.recipe.model.input} model; batch-classify "
+                          "and live mode take RGB models only for now (behavior.evaluate takes it)")
     pipeline = pipeline_of(saved, backend, num_views, roi)
     pipeline = replace(pipeline, max_short_side=decode_size(max_short_side, pipeline))
     return Classifier(model, saved.class_names, pipeline, device, amp_enabled(amp, device))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from behavior.config import device_of
-from behavior.data.pipeline import ClipPipeline
+from behavior.data.pipeline import ClipPipeline, input_channels
 from behavior.data.prepare import clip_cache, clip_regions, prepare_data
 from behavior.engine.checkpoint import read_checkpoint
 from behavior.engine.evaluation import EvalLoader, evaluate_split
@@ -56,6 +56,10 @@ def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> d
     device = device_of(trainer.device)
     resume = resume_path(trainer.resume, run_dir)
     cache = clip_cache(recipe.data, backend, recipe.transform)
+    if cache is not None and recipe.model.uses_flow:
+        print(f"note: model.input={recipe.model.input}: optical flow is computed from decoded frames every epoch "
+              f"(the clip cache holds frames only for now)")
+        cache = None
 
     split_seed = recipe.seed if split_seed is None else split_seed
     data = prepare_data(recipe.data, backend, split_seed, run_dir, progress=trainer.progress)
@@ -66,7 +70,8 @@ def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> d
     if cache is not None:
         print(cache.summary([r.path for recs in parts.values() for r in recs], data.num_frames, regions))
     pipeline = ClipPipeline(recipe.sampling, recipe.transform, backend, recipe.roi, recipe.data.decode_timeout,
-                            cache=cache, num_frames=data.num_frames, regions=regions)
+                            cache=cache, num_frames=data.num_frames, regions=regions,
+                            **input_channels(recipe.model.input, recipe.flow))
 
     def loader(name: str, train: bool):
         return pipeline.loader(parts[name], data.class_to_idx, train,
@@ -74,7 +79,7 @@ def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> d
                                recipe.seed, pin_memory=device.type == "cuda")
 
     train_loader, val_loader = loader("train", True), loader("val", False)
-    model = build_model(recipe.model, len(data.class_names)).to(device)
+    model = build_model(recipe.model, len(data.class_names), recipe.flow_channels).to(device)
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = build_scheduler(optimizer, recipe.optim, len(train_loader), trainer.epochs)
     train_labels = [data.class_to_idx[r.label] for r in data.split.train]

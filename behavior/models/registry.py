@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -19,7 +19,10 @@ from torch import nn
 from behavior.config import Settings, fail, plain
 from behavior.errors import ConfigError
 
+from .fusion import LateFusion
+
 ModelBuilder = Callable[..., nn.Module]
+INPUTS = ("rgb", "flow", "rgb+flow")
 
 _MODELS: dict[str, ModelBuilder] = {}
 
@@ -72,16 +75,25 @@ def model_options(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelConfig(Settings):
-    """The ``model`` group: a registered model's name and its options (the rest of the group's keys).
+    """The ``model`` group: a registered model's name, its input (rgb, flow or both) and its options (the rest of
+    the group's keys).
 
-    Checked whole on construction: the name is registered, every option is given and known, and a two-class
-    model builds with these options, so a bad value stops a command before any clip is read."""
+    Checked whole on construction: the name is registered, the model takes that input, every option is given and
+    known, and a two-class model builds with these options, so a bad value stops a command before any clip is
+    read. Flow and two-stream models reuse the RGB model's options with the flow channels as ``in_channels``
+    (and no frame differences: flow is motion already), so only models with an ``in_channels`` option take flow."""
 
     GROUP = "model"
     name: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    input: str
+    options: Mapping[str, Any]
 
     def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise fail("model.input", self.input, f"choose one of {', '.join(INPUTS)}")
+        if self.input != "rgb" and "in_channels" not in model_options(self.name):
+            raise fail("model.input", self.input, f"model {self.name!r} takes RGB clips only (use rgb, or a model "
+                                                  "with an in_channels option such as behaviornet)")
         options = plain(dict(self.options))
         object.__setattr__(self, "options", options)
         allowed = model_options(self.name)
@@ -94,7 +106,11 @@ class ModelConfig(Settings):
             raise ConfigError(f"model.{missing[0]} is missing: model {self.name!r} needs every option "
                               f"({', '.join(allowed)}); ModelConfig.preset({self.name!r}, ...) fills them from "
                               f"conf/model/{self.name}.yaml")
-        build_model(self, 2)
+        build_model(self, 2, flow_channels=2)
+
+    @property
+    def uses_flow(self) -> bool:
+        return self.input != "rgb"
 
     @classmethod
     def from_mapping(cls, values: Mapping | None, group: str | None = None) -> ModelConfig:
@@ -103,20 +119,35 @@ class ModelConfig(Settings):
             raise fail("model", values, f"must be a mapping with a 'name' key; available models: "
                                         f"{', '.join(available_models())}")
         options = dict(values)
-        return cls(options.pop("name"), options)
+        _get(options["name"])
+        if "input" not in options:
+            raise ConfigError("model.input is missing (rgb | flow | rgb+flow; every conf/model option sets it)")
+        return cls(options.pop("name"), options.pop("input"), options)
 
     def to_dict(self) -> dict:
-        """The group as it reads in YAML: ``name`` and the options side by side."""
-        return {"name": self.name, **self.options}
+        """The group as it reads in YAML: ``name``, ``input`` and the options side by side."""
+        return {"name": self.name, "input": self.input, **self.options}
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The model ``cfg`` names, with its options. Video models take float input [B, 3, T, H, W] and return
-    logits [B, num_classes]."""
+def build_model(cfg: ModelConfig, num_classes: int, flow_channels: int | None = None) -> nn.Module:
+    """The model ``cfg`` names, with its options. Video models take float clips [B, C, T, H, W] and return logits
+    [B, num_classes]: C = 3 for RGB, ``flow_channels`` (2 per flow field: ``FlowConfig.channels``) for flow, both
+    (RGB first) for rgb+flow."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r}: must be an integer >= 1")
+    if cfg.uses_flow and not flow_channels:
+        raise ValueError(f"model.input={cfg.input} needs the number of flow channels (flow_channels)")
+    builder = _get(cfg.name)
+    flow_options = {**cfg.options, "in_channels": flow_channels}
+    if "frame_diff" in flow_options:
+        flow_options["frame_diff"] = False
     try:
-        return _get(cfg.name)(num_classes=num_classes, **cfg.options)
+        if cfg.input == "rgb":
+            return builder(num_classes=num_classes, **cfg.options)
+        if cfg.input == "flow":
+            return builder(num_classes=num_classes, **flow_options)
+        return LateFusion(builder(num_classes=num_classes, **cfg.options),
+                          builder(num_classes=num_classes, **flow_options))
     except OptionError as err:
         raise OptionError(f"model.{err.key}", err.value, err.allowed) from None
 
