@@ -1,15 +1,21 @@
-"""``data.split=kfold``: stratified (and group-aware) folds, the validation carve, the checks, split.csv."""
+"""``data.split=kfold``: stratified (and group-aware) folds, the validation carve, the checks, split.csv; and the
+bench's ``bench.folds`` (its settings, the recipe of each fold, the tables; the run itself is in test_bench.py)."""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
+from behavior.bench import BenchSettings, RunResult, fold_recipes, run_name, summarize, write_results
 from behavior.data.records import ClipRecord
+from behavior.data.settings import SplitFiles
 from behavior.data.splits import fold_assignment, kfold_split, split_records, write_split
 from behavior.errors import ConfigError, DataError
+from behavior.recipe import compose_recipe
+from tests.helpers import command_config
 from tests.test_scan_splits import data, records
 
 
@@ -114,3 +120,53 @@ def test_split_csv_records_the_fold(tmp_path):
     assert Counter(r["fold"] for r in rows) == {"0": 20, "1": 20, "2": 20}
     write_split(tmp_path / "plain.csv", split_records(ungrouped(), "stratified", 0.2, 0.2, 0))
     assert (tmp_path / "plain.csv").read_text().splitlines()[0] == "path,label,group,split"  # other splits unchanged
+
+
+def bench_settings(**values) -> BenchSettings:
+    return BenchSettings.from_mapping(command_config("bench", bench=values)["bench"])
+
+
+def test_bench_folds_setting():
+    assert bench_settings().folds is None  # conf/bench.yaml: one split, as before
+    assert bench_settings(folds=3).folds == 3
+    for bad in (1, 2.5, "two"):
+        with pytest.raises(ConfigError, match=rf"^bench\.folds={bad}: must be an integer >= 2 or null$"):
+            bench_settings(folds=bad)
+
+
+def test_bench_fold_recipes():
+    recipe = compose_recipe(["data=surveillance_fight"], config_name="bench")
+    assert fold_recipes(recipe, None) == {None: recipe}
+    folds = fold_recipes(recipe, 3)
+    assert list(folds) == [0, 1, 2]
+    for f, fold_recipe in folds.items():  # only the data group changes, and the same way for every model and seed
+        data = fold_recipe.data
+        assert (data.split, data.folds, data.fold, data.test_fraction) == ("kfold", 3, f, 0.0)
+        assert data.val_fraction == recipe.data.val_fraction and data.manifest == recipe.data.manifest
+        assert replace(fold_recipe, data=recipe.data) == recipe
+    assert run_name("tiny", 1, None) == "tiny_seed1" and run_name("tiny", 1, 2) == "tiny_seed1_fold2"
+    predefined = replace(recipe, data=replace(recipe.data, split="predefined", split_files=SplitFiles("a", None, None)))
+    with pytest.raises(ConfigError, match=r"^bench\.folds=3: needs data\.split=stratified, group or kfold"):
+        fold_recipes(predefined, 3)
+    kfold = replace(recipe, data=replace(recipe.data, split="kfold", test_fraction=0.0, folds=5))
+    with pytest.raises(ConfigError, match=r"^bench\.folds=3: disagrees with data\.folds=5"):
+        fold_recipes(kfold, 3)
+    assert fold_recipes(kfold, 5)[4].data.fold == 4
+
+
+def test_bench_tables_count_the_runs(tmp_path):
+    def run(seed, fold, top1):
+        metrics = {"top1": top1, "mean_class_accuracy": top1, "macro_f1": top1}
+        return RunResult("m", seed, fold, metrics, 1000, 10.0, 20.0, 5.0)
+
+    row = summarize("m", [run(0, 0, 0.5), run(0, 1, 0.7), run(1, 0, 0.6), run(1, 1, 0.6)], 0.1)
+    assert (row["seeds"], row["folds"], row["runs"]) == (2, 2, 4) and row["top1_mean"] == pytest.approx(0.6)
+    write_results(tmp_path, [row])
+    with open(tmp_path / "results.csv", newline="") as f:
+        assert next(csv.reader(f))[:5] == ["model", "seeds", "folds", "runs", "top1_mean"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| model | seeds | folds | runs | top-1 (%) |" in md and "| m | 2 | 2 | 4 | 60.0 ± 8.2 |" in md
+    plain = summarize("m", [run(0, None, 0.5), run(1, None, 0.7)], 0.1)  # without folds: the columns of before
+    assert "folds" not in plain and plain["seeds"] == 2
+    write_results(tmp_path, [plain])
+    assert "| model | seeds | top-1 (%) |" in (tmp_path / "results.md").read_text()
