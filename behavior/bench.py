@@ -1,7 +1,9 @@
-"""``python -m behavior.bench``: train and evaluate several models over several seeds on one split, and tabulate.
+"""``python -m behavior.bench``: train and evaluate several models over several seeds on one split (or on each of
+``bench.folds`` folds), and tabulate.
 
-Each model x seed run lives in ``<bench dir>/runs/<model>_seed<k>/`` (a full train report). A run whose folder
-already holds ``metrics.json`` and ``bench_run.json`` is not run again, so an interrupted bench resumes.
+Each model x seed run lives in ``<bench dir>/runs/<model>_seed<k>/`` (with folds, each model x seed x fold run in
+``runs/<model>_seed<k>_fold<f>/``), a full train report. A run whose folder already holds ``metrics.json`` and
+``bench_run.json`` is not run again, so an interrupted bench resumes.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from behavior.recipe import Recipe
 METRICS = ("top1", "mean_class_accuracy", "macro_f1")
 COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
            "gflops_per_clip", "train_clips_per_s", "inference_clips_per_s", "wall_s"]
+# With bench.folds: how many folds, and how many runs (seeds x folds finished) each mean and std cover.
+FOLD_COLUMNS = [*COLUMNS[:2], "folds", "runs", *COLUMNS[2:]]
 
 
 @dataclass
 class RunResult:
     model: str
     seed: int
+    fold: int | None
     metrics: dict
     parameters: int
     train_clips_per_s: float
@@ -43,12 +48,14 @@ class RunResult:
 
 @dataclass(frozen=True)
 class BenchSettings(Settings):
-    """The ``bench`` group: which models (conf/model options or variants of them), which seeds, one split."""
+    """The ``bench`` group: which models (conf/model options or variants of them), which seeds, one split or
+    ``folds`` folds."""
 
     GROUP = "bench"
     models: tuple[str, ...]
     seeds: tuple[int, ...]
     split_seed: int
+    folds: int | None  # None: one split (data.split as given); K: every model x seed on each of K kfold folds
     cache_speed: bool
     variants: dict  # name: {base: conf/model option, overrides: {option: value}}
 
@@ -61,6 +68,7 @@ class BenchSettings(Settings):
         for seed in self.seeds:
             check_number("bench.seeds", seed, integer=True)
         check_number("bench.split_seed", self.split_seed, integer=True)
+        check_number("bench.folds", self.folds, 2, integer=True, none_ok=True)
         check_bool("bench.cache_speed", self.cache_speed)
         for name, variant in self.variants.items():
             check_keys(variant, f"bench.variants.{name}", ("base", "overrides"))
@@ -89,6 +97,26 @@ def gflops_per_clip(recipe: Recipe, num_classes: int) -> float:
         model(torch.zeros(1, channels, recipe.sampling.num_frames, recipe.transform.crop_size,
                           recipe.transform.crop_size))
     return counter.get_total_flops() / 1e9
+
+
+def fold_recipes(recipe: Recipe, folds: int | None) -> dict[int | None, Recipe]:
+    """The recipe of each fold: ``{None: recipe}`` without folds, else fold f's test part as ``data.split=kfold
+    data.fold=f`` (``data.test_fraction`` unused, validation ``data.val_fraction`` of the other folds)."""
+    if folds is None:
+        return {None: recipe}
+    data = recipe.data
+    if data.split == "predefined":
+        raise fail("bench.folds", folds, "needs data.split=stratified, group or kfold (data.split=predefined fixes "
+                                         "the test clips); or bench.folds=null")
+    if data.split == "kfold" and data.folds != folds:
+        raise fail("bench.folds", folds, f"disagrees with data.folds={data.folds}; give one of them")
+    return {f: replace(recipe, data=replace(data, split="kfold", folds=folds, fold=f, test_fraction=0.0))
+            for f in range(folds)}
+
+
+def run_name(model: str, seed: int, fold: int | None) -> str:
+    """The run's folder under ``runs/``: ``<model>_seed<s>``, with folds ``<model>_seed<s>_fold<f>``."""
+    return f"{model}_seed{seed}" + (f"_fold{fold}" if fold is not None else "")
 
 
 def run_recipe(recipe: Recipe, model: ModelConfig, seed: int) -> Recipe:
@@ -121,7 +149,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
+    """One table row: the mean and std of each metric over ``runs`` (seeds, or seeds x folds)."""
     row: dict = {"model": model, "seeds": len(runs)}
+    if runs[0].fold is not None:
+        row.update(seeds=len({r.seed for r in runs}), folds=len({r.fold for r in runs}), runs=len(runs))
     for key in METRICS:
         row[f"{key}_mean"], row[f"{key}_std"] = mean_std([float(r.metrics[key]) for r in runs])
     row["parameters"] = runs[0].parameters
@@ -133,19 +164,24 @@ def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
 
 
 def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | None = None) -> None:
+    folds = bool(rows) and "folds" in rows[0]
     with open(bench_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=FOLD_COLUMNS if folds else COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    lines = ["| model | seeds | top-1 (%) | mean class acc. (%) | macro-F1 (%) | params (M) | GFLOPs/clip "
+    counts, align = ("seeds | folds | runs", "---:|---:|---:") if folds else ("seeds", "---:")
+    lines = [f"| model | {counts} | top-1 (%) | mean class acc. (%) | macro-F1 (%) | params (M) | GFLOPs/clip "
              "| train clips/s | inference clips/s | wall time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"|---|{align}|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = [f"{100 * r[f'{k}_mean']:.1f} ± {100 * r[f'{k}_std']:.1f}" for k in METRICS]
-        lines.append(f"| {r['model']} | {r['seeds']} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
+        count = f"{r['seeds']} | {r['folds']} | {r['runs']}" if folds else f"{r['seeds']}"
+        lines.append(f"| {r['model']} | {count} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
                      f"| {r['gflops_per_clip']:.3f} | {r['train_clips_per_s']:.1f} "
                      f"| {r['inference_clips_per_s']:.1f} | {r['wall_s']:.0f} |")
+    if folds:
+        lines += ["", "Mean ± std over every run of a model (each seed on each fold's test part); `runs` counts them."]
     text = "\n".join(lines) + "\n"
     if speed is not None:
         text += "\n" + cache_speed_markdown(speed)
@@ -155,35 +191,39 @@ def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | Non
 def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dict]:
     models, seeds = bench.models, bench.seeds
     model_cfgs = {name: bench.model_config(name) for name in models}
+    folds = fold_recipes(recipe, bench.folds)  # checked before any clip is read; one split per fold for every run
     speed = None
-    if bench.cache_speed:
+    if bench.cache_speed:  # on the split data.split gives, as without folds
         speed = cache_speed(run_recipe(recipe, model_cfgs[models[0]], recipe.seed), models[0],
                             bench.split_seed, bench_dir)
         print(describe_cache_speed(speed) if speed else "cache speed: not measured (data.cache=null)", flush=True)
-    total, rows = len(models) * len(seeds), []
-    for m, name in enumerate(models):
+    total, rows, index = len(models) * len(seeds) * len(folds), [], 0
+    for name in models:
         runs, num_classes = [], 2
-        for s, seed in enumerate(seeds):
-            index = m * len(seeds) + s + 1
-            run_dir = bench_dir / "runs" / f"{name}_seed{seed}"
-            record = load_done(run_dir)
-            if record is not None:
-                print(f"[{index}/{total}] {name} seed {seed}: skipped, done already ({run_dir})", flush=True)
-            else:
-                print(f"[{index}/{total}] {name} seed {seed}: start -> {run_dir}", flush=True)
-                result = train_run(run_recipe(recipe, model_cfgs[name], seed), run_dir,
-                                   split_seed=bench.split_seed)
-                if not result["metrics"]:
-                    raise ConfigError("bench: the runs need a test or validation split "
-                                      "(data.test_fraction or data.val_fraction > 0)")
-                record = bench_record(result)
-                (run_dir / "bench_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-                record["metrics"] = result["metrics"]
-                print(f"[{index}/{total}] {name} seed {seed}: done, top-1 {record['metrics']['top1']:.3f} "
-                      f"in {record['wall_seconds']:.1f}s", flush=True)
-            num_classes = record["num_classes"]
-            runs.append(RunResult(name, seed, record["metrics"], record["parameters"], record["train_clips_per_s"],
-                                  record["inference_clips_per_s"], record["wall_seconds"]))
+        for seed in seeds:
+            for fold, fold_recipe in folds.items():
+                index += 1
+                run_dir = bench_dir / "runs" / run_name(name, seed, fold)
+                label = f"[{index}/{total}] {name} seed {seed}" + (f" fold {fold}" if fold is not None else "")
+                record = load_done(run_dir)
+                if record is not None:
+                    print(f"{label}: skipped, done already ({run_dir})", flush=True)
+                else:
+                    print(f"{label}: start -> {run_dir}", flush=True)
+                    result = train_run(run_recipe(fold_recipe, model_cfgs[name], seed), run_dir,
+                                       split_seed=bench.split_seed)
+                    if not result["metrics"]:
+                        raise ConfigError("bench: the runs need a test or validation split "
+                                          "(data.test_fraction or data.val_fraction > 0)")
+                    record = bench_record(result)
+                    (run_dir / "bench_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                    record["metrics"] = result["metrics"]
+                    print(f"{label}: done, top-1 {record['metrics']['top1']:.3f} "
+                          f"in {record['wall_seconds']:.1f}s", flush=True)
+                num_classes = record["num_classes"]
+                runs.append(RunResult(name, seed, fold, record["metrics"], record["parameters"],
+                                      record["train_clips_per_s"], record["inference_clips_per_s"],
+                                      record["wall_seconds"]))
         gflops = gflops_per_clip(run_recipe(recipe, model_cfgs[name], recipe.seed), num_classes)
         rows.append(summarize(name, runs, gflops))
         write_results(bench_dir, rows, speed)  # the tables grow model by model

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from behavior.data.scan import read_manifest
+from behavior.data.splits import split_records
 from tests.conftest import make_clip_tree
 from tests.helpers import TINY, run_module
 from tests.test_pipeline import read_csv
@@ -64,3 +66,34 @@ def test_bench_writes_tables_and_resumes(tmp_path):
 def test_bench_rejects_an_unknown_model(tmp_path):
     proc = run_module("behavior.bench", f"hydra.run.dir={tmp_path / 'bench'}", "bench.models=[nope]", check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr and "bench.variants" in proc.stderr
+
+
+def test_bench_over_folds(tmp_path):
+    # Group-aware folds: the manifest gives every clip a group (3 per class), data.split=group becomes kfold.
+    root = make_clip_tree(tmp_path / "clips", per_class=6, groups=True)
+    bench = tmp_path / "bench"
+    settings = [f"data.manifest={root / 'clips.csv'}", "data.split=group", f"hydra.run.dir={bench}",
+                f"data.cache={tmp_path / 'cache'}", "bench.folds=2", *SETTINGS, "bench.models=[tiny]"]
+    proc = run_module("behavior.bench", *settings)
+    assert "[1/2] tiny seed 0 fold 0: start" in proc.stdout and "[2/2] tiny seed 0 fold 1: done" in proc.stdout
+    runs = [bench / "runs" / f"tiny_seed0_fold{f}" for f in (0, 1)]
+    tested = []
+    for f, run in enumerate(runs):
+        rows = read_csv(run / "split.csv")
+        assert {r["fold"] for r in rows if r["split"] == "test"} == {str(f)}
+        sides = {}
+        for r in rows:  # no source recording on two sides
+            assert sides.setdefault(r["group"], r["split"]) == r["split"]
+        tested += [r["path"] for r in rows if r["split"] == "test"]
+        assert json.loads((run / "metrics.json").read_text())["num_clips"] == sum(r["split"] == "test" for r in rows)
+    assert sorted(tested) == sorted({r["path"] for r in read_csv(runs[0] / "split.csv")})  # each clip tested once
+    row = read_csv(bench / "results.csv")[0]
+    assert (row["model"], row["seeds"], row["folds"], row["runs"]) == ("tiny", "1", "2", "2")
+    md = (bench / "results.md").read_text()
+    assert "| model | seeds | folds | runs |" in md and "| tiny | 1 | 2 | 2 |" in md and "training epoch (tiny)" in md
+    # The cache speed-up is measured on the one split data.split gives, not on a fold.
+    one_split = split_records(read_manifest(root / "clips.csv"), "group", 0.25, 0.25, seed=0)  # bench.split_seed
+    assert json.loads((bench / "cache_speed.json").read_text())["clips"] == len(one_split.train)
+    again = run_module("behavior.bench", *settings)
+    assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout
+    assert (bench / "results.md").read_text() == md

@@ -106,6 +106,8 @@ def test_evaluate_refuses_an_unknown_class(trained, tmp_path):
 
 @pytest.mark.parametrize("override, key", [("data.split=bogus", "data.split"),
                                            ("data.test_fraction=1.5", "data.test_fraction"),
+                                           ("data.split=kfold", "data.test_fraction=0.25: unused with data.split"),
+                                           ("data.fold=5", "data.fold=5: must be an integer in [0, 4]"),
                                            ("sampling.mode=bogus", "sampling.mode"),
                                            ("model.attention_kernel=4", "model.attention_kernel"),
                                            ("decode.backend=nope", "decode.backend"),

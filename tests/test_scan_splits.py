@@ -126,7 +126,7 @@ def test_predefined_split_from_list_files(tmp_path):
     ({"synthetic": {"colour": 1}}, "data.synthetic.colour is not a known key"),
     ({"val_fraction": 0.6, "test_fraction": 0.5}, "data.val_fraction + data.test_fraction=1.1: must be < 1"),
     ({"test_fraction": 1.5}, "data.test_fraction=1.5: must be a number >= 0 and <= 1"),
-    ({"split": "bogus"}, "data.split=bogus: choose one of stratified, group, predefined"),
+    ({"split": "bogus"}, "data.split=bogus: choose one of stratified, group, kfold, predefined"),
     ({"scan_workers": 1.5}, "data.scan_workers=1.5: must be an integer"),
     ({"decode_timeout": 0}, "data.decode_timeout=0: must be a number > 0"),
     ({"root": 5}, "data.root=5: must be a path"),

@@ -65,7 +65,7 @@ def prepare_data(data: DataConfig, backend: str, seed: int, run_dir: Path | None
     if len(class_names) < 2:
         raise DataError(f"need at least 2 classes, found {class_names}")
     split = split_records(good, data.split, data.val_fraction, data.test_fraction, seed,
-                          data.split_files.to_dict(), base)
+                          data.split_files.to_dict(), base, data.folds, data.fold)
     if not split.train:
         raise DataError("the training split is empty")
     if run_dir is not None:

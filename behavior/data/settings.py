@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from behavior.config import Settings, check_choice, check_number, check_text, fail
+from behavior.config import Settings, check_choice, check_number, check_text, fail, is_number
 from behavior.data.splits import SPLIT_METHODS
 
 PRESCAN_MODES = ("full", "quick", "off")
@@ -73,7 +73,9 @@ class DataConfig(ClipSource):
 
     split: str
     val_fraction: float
-    test_fraction: float
+    test_fraction: float  # every split but kfold, whose test part is a fold
+    folds: int  # kfold only: K
+    fold: int  # kfold only: the fold (0-based) that is the test part
     split_files: SplitFiles
     scan_workers: int
     synthetic: SyntheticSource
@@ -83,6 +85,14 @@ class DataConfig(ClipSource):
         check_choice("data.split", self.split, SPLIT_METHODS)
         for key in ("val_fraction", "test_fraction"):
             check_number(f"data.{key}", getattr(self, key), 0.0, 1.0)
+        check_number("data.folds", self.folds, 2, integer=True)
+        if not is_number(self.fold, integer=True) or not 0 <= self.fold < self.folds:
+            raise fail("data.fold", self.fold, f"must be an integer in [0, {self.folds - 1}] (0-based; "
+                                               f"data.folds={self.folds})")
+        if self.split == "kfold" and self.test_fraction != 0:
+            raise fail("data.test_fraction", self.test_fraction, "unused with data.split=kfold, set it to 0 (the "
+                                                                 "test part is fold data.fold of data.folds; "
+                                                                 "data.val_fraction of the other folds validates)")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise fail("data.val_fraction + data.test_fraction", round(self.val_fraction + self.test_fraction, 6),
                        "must be < 1 (the training split needs clips)")

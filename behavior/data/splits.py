@@ -1,4 +1,4 @@
-"""Train / validation / test splits: stratified, by group, or from list files; deterministic by seed."""
+"""Train / validation / test splits: stratified, by group, one fold of K, or from list files; deterministic by seed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from behavior.config import fail
 from behavior.data.records import ClipRecord
 from behavior.errors import DataError
 
-SPLIT_METHODS = ("stratified", "group", "predefined")
+SPLIT_METHODS = ("stratified", "group", "kfold", "predefined")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -21,6 +21,7 @@ class Split:
     train: list[ClipRecord] = field(default_factory=list)
     val: list[ClipRecord] = field(default_factory=list)
     test: list[ClipRecord] = field(default_factory=list)
+    fold_of: dict[str, int] = field(default_factory=dict)  # data.split=kfold: clip path -> the fold testing it
 
     def parts(self) -> dict[str, list[ClipRecord]]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -89,6 +90,60 @@ def group_split(records, val_fraction: float, test_fraction: float, seed: int) -
     return split
 
 
+def fold_assignment(records, folds: int, seed: int) -> dict[str, int]:
+    """Each clip's test fold (0 .. ``folds`` - 1): stratified by class (scikit-learn's StratifiedKFold), and, when
+    every clip has a group, group-aware (StratifiedGroupKFold: a group's clips share one fold). Deterministic for
+    ``seed`` whatever the order of ``records``."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    records = sorted(records, key=lambda r: r.path)
+    ungrouped = [r.path for r in records if not r.group]
+    grouped = len(ungrouped) < len(records)
+    if grouped and ungrouped:
+        raise DataError(f"data.split=kfold: {len(records) - len(ungrouped)} clips have a group and {len(ungrouped)} "
+                        f"have none (first: {ungrouped[0]}); give every clip a group (group-aware folds) or none")
+    labels = [r.label for r in records]
+    for label, count in sorted(Counter(labels).items(), key=lambda item: (item[1], item[0])):
+        if count < folds:
+            raise DataError(f"data.folds={folds}: class {label!r} has only {count} clip(s); every class needs at "
+                            f"least {folds} (one per test fold): lower data.folds")
+    if grouped:
+        groups_of = defaultdict(set)
+        for r in records:
+            groups_of[r.label].add(r.group)
+        total = len({r.group for r in records})
+        if total < folds:
+            raise DataError(f"data.folds={folds}: only {total} group(s) in the set; group-aware folds need at least "
+                            f"{folds}: lower data.folds")
+        for label, groups in sorted(groups_of.items(), key=lambda item: (len(item[1]), item[0])):
+            if len(groups) < folds:
+                raise DataError(f"data.folds={folds}: class {label!r} is in only {len(groups)} group(s); group-aware "
+                                f"folds need every class in at least {folds}: lower data.folds")
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    groups = [r.group for r in records] if grouped else None
+    fold_of = {}
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(records)), labels, groups)):
+        fold_of.update((records[i].path, k) for i in test)
+    empty = sorted(set(range(folds)) - set(fold_of.values()))
+    if empty:
+        raise DataError(f"data.folds={folds}: fold {empty[0]} got no clips; lower data.folds")
+    return fold_of
+
+
+def kfold_split(records, folds: int, fold: int, val_fraction: float, seed: int) -> Split:
+    """Fold ``fold`` of :func:`fold_assignment` is the test part; validation is ``val_fraction`` of the other
+    folds, drawn per class (whole groups when the clips have groups), the rest is training. ``folds`` and ``fold``
+    are checked where the settings are (:class:`behavior.data.settings.DataConfig`)."""
+    fold_of = fold_assignment(records, folds, seed)
+    records = sorted(records, key=lambda r: r.path)
+    rest = [r for r in records if fold_of[r.path] != fold]
+    inner = (group_split if records[0].group else stratified_split)(rest, val_fraction, 0.0, seed)
+    return Split(inner.train, inner.val, [r for r in records if fold_of[r.path] == fold], fold_of)
+
+
 def _read_list(path: Path, key: str) -> list[str]:
     if not path.is_file():
         raise fail(key, path, "file not found")
@@ -117,20 +172,27 @@ def predefined_split(records, split_files, base: Path) -> Split:
 
 
 def split_records(records, method: str, val_fraction: float, test_fraction: float, seed: int,
-                  split_files=None, base: Path | None = None) -> Split:
+                  split_files=None, base: Path | None = None, folds: int = 0, fold: int = 0) -> Split:
+    """The split ``method`` names; ``folds`` and ``fold`` are used by ``kfold`` only, ``test_fraction`` by all but
+    ``kfold`` (whose test part is a fold)."""
     if method == "stratified":
         return stratified_split(records, val_fraction, test_fraction, seed)
     if method == "group":
         return group_split(records, val_fraction, test_fraction, seed)
+    if method == "kfold":
+        return kfold_split(records, folds, fold, val_fraction, seed)
     if method == "predefined":
         return predefined_split(records, split_files, base or Path("."))
     raise fail("data.split", method, f"choose one of {', '.join(SPLIT_METHODS)}")
 
 
 def write_split(path: Path, split: Split) -> None:
+    """One row per clip: path, label, group, split; with a kfold split also ``fold``, the fold whose test part the
+    clip is in (the rows of this run's test split carry ``data.fold``)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "group", "split"])
+        w.writerow(["path", "label", "group", "split", *(["fold"] if split.fold_of else [])])
         for name, recs in split.parts().items():
             for r in recs:
-                w.writerow([r.path, r.label, r.group or "", name])
+                fold = [split.fold_of[r.path]] if split.fold_of else []
+                w.writerow([r.path, r.label, r.group or "", name, *fold])
