@@ -165,18 +165,34 @@ def test_model_input_is_checked_in_one_line():
 
 
 @pytest.mark.slow
-def test_a_two_stream_model_trains_and_evaluates_from_its_checkpoint(clip_tree, tmp_path):
+def test_a_two_stream_model_runs_through_every_entry_point(clip_tree, tmp_path, capsys):
     from behavior.engine.checkpoint import load_model
-    from behavior.engine.inference import load_classifier
     from behavior.engine.training import train_run
+    from behavior.live.session import LiveSettings
+    from behavior.live.session import run as live
     from behavior.models.fusion import LateFusion
-    from tests.helpers import TINY, tiny_recipe
+    from behavior.predict.batch import PredictSettings
+    from behavior.predict.batch import run as predict
+    from behavior.video import open_video
+    from tests.helpers import TINY, command_config, tiny_recipe
 
     recipe = tiny_recipe(*[o for o in TINY if not o.startswith(("model.", "sampling.", "transform."))],
                          f"data.root={clip_tree}", "data.cache=null", "trainer.epochs=1", "model.input=rgb+flow")
-    result = train_run(recipe, tmp_path / "run")
+    result = train_run(recipe, tmp_path / "run")  # its final report is evaluate's path: the checkpoint on clips
     assert result["metrics"]["num_clips"] > 0
-    model, checkpoint = load_model(tmp_path / "run" / "best.pt", torch.device("cpu"))
-    assert isinstance(model, LateFusion) and checkpoint.recipe.model.input == "rgb+flow"
-    with pytest.raises(ConfigError, match="batch-classify and live mode take RGB models only"):
-        load_classifier(str(tmp_path / "run" / "best.pt"), torch.device("cpu"))
+    checkpoint = tmp_path / "run" / "best.pt"
+    model, saved = load_model(checkpoint, torch.device("cpu"))
+    assert isinstance(model, LateFusion) and saved.recipe.model.input == "rgb+flow"
+
+    common = {"checkpoint": str(checkpoint), "input": str(clip_tree), "progress": False, "num_workers": 0}
+    counts = predict(PredictSettings.from_mapping(command_config("predict", output=str(tmp_path / "p.csv"),
+                                                                 **common)))
+    assert counts["ok"] == 18 and counts["error"] == 0
+    clip = next(clip_tree.rglob("*.mp4"))
+    windows = predict(PredictSettings.from_mapping(command_config(
+        "predict", **{**common, "input": str(clip)}, output=str(tmp_path / "w.csv"), predict={"window": 0.5})))
+    assert windows["ok"] == 1
+    stats = live(LiveSettings.from_mapping(command_config("live", checkpoint=str(checkpoint), source=str(clip),
+                                                          output=str(tmp_path / "live.mp4"), stride=4)))
+    with open_video(tmp_path / "live.mp4") as reader:
+        assert stats.predictions >= 2 and len(reader) == stats.frames

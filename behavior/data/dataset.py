@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from behavior.data.cache import ClipCache
-from behavior.data.flow import FlowComputer, FlowConfig, frames_needed
+from behavior.data.flow import FlowConfig, frames_needed, with_flow
 from behavior.data.records import ClipRecord
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.sampling import SamplingConfig, sample_indices, sample_views
@@ -48,7 +48,7 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.cache = cache
         self.regions = dict(regions or {})
-        self.flow = FlowComputer(flow) if flow is not None else None
+        self.flow = flow
         self.rgb, self.resize = rgb, resize
         self.epoch = 0
 
@@ -66,7 +66,7 @@ class ClipDataset(Dataset):
         item_seed = [self.seed, self.epoch, index]
         region = self.regions.get(record.path, WHOLE_FRAME)
         if self.flow is not None:
-            views, frames, wanted = self._with_flow(record, region, item_seed)
+            views, frames, position = self._with_flow(record, region, item_seed)
         elif self.cache is not None:  # the cache stores the frames already cropped
             pool = self.cache.get(record.path, self.num_frames.get(record.path), region)
             views = self._views(len(pool), item_seed)
@@ -79,7 +79,8 @@ class ClipDataset(Dataset):
                 # One decode pass for all views: frames shared between views are read once.
                 wanted = sorted({i for view in views for i in view})
                 frames = crop_frames(reader.get_frames(wanted), region)
-        position = {frame_index: k for k, frame_index in enumerate(wanted)}
+        if self.flow is None:
+            position = {frame_index: k for k, frame_index in enumerate(wanted)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence(item_seed).generate_state(1)[0]))
             clips = [self.transform(frames[[position[i] for i in view]]) for view in views]
@@ -87,20 +88,16 @@ class ClipDataset(Dataset):
         return video, self.label_of(index), index
 
     def _with_flow(self, record: ClipRecord, region: Region, item_seed: list[int]):
-        """Views, per-sampled-frame channels [N, h, w, (3 +) 2L] and the sampled frame indices, for a flow input."""
+        """Views, the sampled frames' channels (RGB and flow) and their rows, for a flow input."""
         with open_video(record.path, backend=self.backend) as reader:
             total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
             views = self._views(total, item_seed)
             sampled = sorted({i for view in views for i in view})
-            decode = sorted(set(sampled) | set(frames_needed(sampled, total, self.flow.cfg.stack)))
+            decode = sorted(set(sampled) | set(frames_needed(sampled, total, self.flow.stack)))
             frames = crop_frames(reader.get_frames(decode), region)
-        if self.resize is not None:  # flow is measured in the pixels the network sees
-            frames = self.resize(torch.as_tensor(frames).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        frames = np.ascontiguousarray(np.asarray(frames))
         position = {index: k for k, index in enumerate(decode)}
-        stacks = self.flow.stacks(frames, position, sampled, total)
-        channels = np.concatenate([frames[[position[i] for i in sampled]], stacks], axis=-1) if self.rgb else stacks
-        return views, torch.from_numpy(channels), sampled
+        channels, rows = with_flow(frames, position, sampled, total, self.flow, self.rgb, self.resize)
+        return views, channels, rows
 
     def _views(self, total: int, item_seed: list[int]) -> list[list[int]]:
         if self.train:

@@ -14,6 +14,7 @@ like frame pixels; the displacement values are not rescaled with a crop's zoom (
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,3 +134,24 @@ class FlowComputer:
                         np.full((height, width, 2), ZERO, dtype=np.uint8)
                 out[row, ..., 2 * k: 2 * k + 2] = fields[a]
         return out
+
+
+@functools.cache
+def flow_computer(cfg: FlowConfig) -> FlowComputer:
+    """One computer (one DIS object) per process and setting."""
+    return FlowComputer(cfg)
+
+
+def with_flow(frames, position: dict[int, int], sampled: Sequence[int], num_frames: int, cfg: FlowConfig,
+              rgb: bool, resize) -> tuple[torch.Tensor, dict[int, int]]:
+    """The model-input channels of the ``sampled`` frames of a clip of ``num_frames``: the frames resized by the
+    transform's geometric ``resize`` (flow is measured in the pixels the network sees) with their flow stacks
+    after the RGB channels (or alone, without ``rgb``), uint8 [len(sampled), h, w, (3 +) 2L]; and the row of each
+    sampled index. ``frames`` [N, H, W, 3] (cropped to the clip's region) must hold, at ``position``, every index
+    of :func:`frames_needed`."""
+    frames = resize(torch.as_tensor(frames).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    frames = np.ascontiguousarray(frames.numpy())
+    sampled = sorted(set(sampled))
+    stacks = flow_computer(cfg).stacks(frames, position, sampled, num_frames)
+    channels = np.concatenate([frames[[position[i] for i in sampled]], stacks], axis=-1) if rgb else stacks
+    return torch.from_numpy(channels), {index: row for row, index in enumerate(sampled)}

@@ -37,6 +37,11 @@ class ClipPipeline:
     flow: FlowConfig | None = None  # optical flow channels after the RGB ones; None: RGB only
     rgb: bool = True  # false: flow channels only (model.input=flow)
 
+    @property
+    def resize(self):
+        """The transform's geometric resize alone: flow is computed on frames of the size the network sees."""
+        return geometric_resize(self.transform.resize, self.transform.size)
+
     def clip_transform(self, train: bool):
         """The transform of this pipeline's clips: RGB and/or flow channels (see build_transform)."""
         return build_transform(self.transform, train, self.flow.channels if self.flow else 0, self.rgb)
@@ -51,7 +56,7 @@ class ClipPipeline:
         gives every view of every clip in order. Workers are bounded by ``timeout`` per clip of a batch."""
         dataset = ClipDataset(records, dict(class_to_idx), self.sampling, self.clip_transform(train), train,
                               self.backend, dict(self.num_frames), seed, self.cache, self.regions, self.flow, self.rgb,
-                              geometric_resize(self.transform.resize, self.transform.size))
+                              self.resize)
         return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                            drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
                            worker_init_fn=one_thread if num_workers > 0 else None,

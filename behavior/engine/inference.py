@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from behavior.data.flow import frames_needed, with_flow
 from behavior.data.pipeline import ClipPipeline, input_channels, one_thread
 from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, active, crop_frames, detect_region, detection_indices
-from behavior.data.sampling import SamplingConfig, sample_views
-from behavior.data.transforms import build_transform
+from behavior.data.sampling import sample_views
 from behavior.engine.checkpoint import Checkpoint, load_model
 from behavior.engine.loop import amp_enabled, autocast
-from behavior.errors import ConfigError
 from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video, require_backend
 from behavior.video.base import describe
 
@@ -57,24 +56,30 @@ class ClipResult:
         return self.probs is not None
 
 
-def views_of(reader: VideoReader, sampling: SamplingConfig, transform, first: int = 0, count: int | None = None,
-             roi: RoiConfig | None = None, region: Region | None = None) -> tuple[torch.Tensor, Region]:
+def views_of(reader: VideoReader, pipeline: ClipPipeline, transform, first: int = 0, count: int | None = None,
+             region: Region | None = None) -> tuple[torch.Tensor, Region]:
     """Evaluation views of frames ``[first, first + count)`` of an open clip, cropped to its region and
-    transformed, ``[V, 3, T, S, S]``, and the region.
+    transformed, ``[V, C, T, S, S]``, and the region.
 
-    The region is ``region`` when given; otherwise ``roi`` finds it on its detection frames, decoded in the same
-    pass as the views (whole frames with roi none). One decode pass serves all views.
+    The region is ``region`` when given; otherwise the pipeline's ``roi`` finds it on its detection frames, decoded
+    in the same pass as the views (whole frames with roi none). One decode pass serves all views (and, for a flow
+    model, the frames each flow stack needs).
     """
     count = len(reader) - first if count is None else count
-    views = [[first + i for i in view] for view in sample_views(count, sampling)]
-    detect = [] if region is not None or not active(roi) else [
-        first + i for i in detection_indices(count, roi.detect_frames)]
-    wanted = sorted({*detect, *(i for view in views for i in view)})
+    views = [[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
+    sampled = sorted({i for view in views for i in view})
+    detect = [] if region is not None or not active(pipeline.roi) else [
+        first + i for i in detection_indices(count, pipeline.roi.detect_frames)]
+    flow = [] if pipeline.flow is None else frames_needed(sampled, first + count, pipeline.flow.stack)
+    wanted = sorted({*detect, *sampled, *flow})
     frames = reader.get_frames(wanted)
     position = {index: k for k, index in enumerate(wanted)}
     if region is None:
-        region = detect_region(frames[[position[i] for i in detect]], roi) if detect else WHOLE_FRAME
+        region = detect_region(frames[[position[i] for i in detect]], pipeline.roi) if detect else WHOLE_FRAME
     frames = crop_frames(frames, region)
+    if pipeline.flow is not None:
+        frames, position = with_flow(frames, position, sampled, first + count, pipeline.flow, pipeline.rgb,
+                                     pipeline.resize)
     return torch.stack([transform(frames[[position[i] for i in view]]) for view in views]), region
 
 
@@ -113,7 +118,7 @@ def load_clip(path: str, pipeline: ClipPipeline, transform) -> ClipInput:
     decodes."""
 
     def use(reader: VideoReader) -> tuple[torch.Tensor, Region]:
-        return views_of(reader, pipeline.sampling, transform, roi=pipeline.roi)
+        return views_of(reader, pipeline, transform)
 
     (views, region), n, warning = read_salvaging(path, pipeline, use)
     return ClipInput(views, n, "; ".join(w for w in (warning, region.note()) if w), region)
@@ -133,7 +138,7 @@ class PredictDataset(Dataset):
     def __init__(self, paths: Sequence[str], pipeline: ClipPipeline):
         self.paths = list(paths)
         self.pipeline = pipeline
-        self.transform = build_transform(pipeline.transform, train=False)
+        self.transform = pipeline.clip_transform(train=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -219,10 +224,6 @@ def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, nu
     """The checkpoint's model with its own classes and clip pipeline (see :func:`pipeline_of` and
     :func:`decode_size`)."""
     model, saved = load_model(checkpoint, device)
-    if saved.recipe.model.uses_flow:
-        # The per-clip readers here (predict, window mode, live) sample RGB only so far; evaluate reads flow.
-        raise ConfigError(f"checkpoint={checkpoint}: a model.input={saved.recipe.model.input} model; batch-classify "
-                          "and live mode take RGB models only for now (behavior.evaluate takes it)")
     pipeline = pipeline_of(saved, backend, num_views, roi)
     pipeline = replace(pipeline, max_short_side=decode_size(max_short_side, pipeline))
     return Classifier(model, saved.class_names, pipeline, device, amp_enabled(amp, device))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from behavior.data.roi import Region, RegionTracker
-from behavior.data.transforms import build_transform, visible_box
+from behavior.data.transforms import visible_box
 from behavior.engine.inference import Classifier, views_of
 from behavior.models import SpatialAttention
 
@@ -60,7 +60,7 @@ class StreamClassifier:
 
     def __init__(self, classifier: Classifier, heatmap: bool = True, backlog: int = 1, detect_every: int = 1) -> None:
         self.classifier = classifier
-        self.transform = build_transform(classifier.pipeline.transform, train=False)
+        self.transform = classifier.pipeline.clip_transform(train=False)
         self.tracker = RegionTracker(classifier.pipeline.roi, detect_every)
         self.attention = [m for m in classifier.model.modules() if isinstance(m, SpatialAttention)]
         self.heatmap = heatmap and bool(self.attention)
@@ -117,7 +117,7 @@ class StreamClassifier:
         newest = job.frames[-1]
         height, width = newest.shape[:2]
         region = self.tracker.update(job.index, newest, job.index - len(job.frames) + 1)
-        videos, _ = views_of(FrameWindow(job.frames), settings.sampling, self.transform, region=region)
+        videos, _ = views_of(FrameWindow(job.frames), settings, self.transform, region=region)
         probs = self.classifier.probabilities(videos[None])[0].numpy()
         best = int(np.argmax(probs))
         box = region.pixels(width, height)

@@ -28,9 +28,10 @@ import torch
 
 from behavior.atomic import atomic_open
 from behavior.config import check_number, fail
+from behavior.data.flow import frames_needed, with_flow
+from behavior.data.pipeline import ClipPipeline
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames, region_of_reader
 from behavior.data.sampling import sample_views
-from behavior.data.transforms import build_transform
 from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
 from behavior.errors import ConfigError
 from behavior.progress import Progress
@@ -110,18 +111,24 @@ def merge_windows(windows: Sequence[Segment]) -> list[Segment]:
     return segments
 
 
-def window_views(reader: VideoReader, spans: Sequence[tuple[int, int]], sampling, transform,
+def window_views(reader: VideoReader, spans: Sequence[tuple[int, int]], pipeline: ClipPipeline, transform,
                  region: Region = WHOLE_FRAME) -> torch.Tensor:
-    """Evaluation views of several windows, ``[B, V, 3, T, S, S]``, from one forward decode of their frames,
-    cropped to the video's ``region``.
+    """Evaluation views of several windows, ``[B, V, C, T, S, S]``, from one forward decode of their frames,
+    cropped to the video's ``region`` (with their flow stacks for a flow model).
 
     One sorted ``get_frames`` per batch lets the reader decode forward and seek only across long gaps,
     instead of seeking back to a keyframe once per window.
     """
-    per_window = [[[first + i for i in view] for view in sample_views(count, sampling)] for first, count in spans]
-    wanted = sorted({i for views in per_window for view in views for i in view})
+    per_window = [[[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
+                  for first, count in spans]
+    sampled = sorted({i for views in per_window for view in views for i in view})
+    flow = [] if pipeline.flow is None else frames_needed(sampled, len(reader), pipeline.flow.stack)
+    wanted = sorted({*sampled, *flow})
     frames = crop_frames(reader.get_frames(wanted), region)
     position = {index: k for k, index in enumerate(wanted)}
+    if pipeline.flow is not None:
+        frames, position = with_flow(frames, position, sampled, len(reader), pipeline.flow, pipeline.rgb,
+                                     pipeline.resize)
     return torch.stack([torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
                         for views in per_window])
 
@@ -146,7 +153,7 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     if fps <= 0:
         raise VideoDecodeError(reader.path, "frame rate unknown: windows cannot be placed in time")
     spans = window_spans(n, fps, config)
-    transform = build_transform(classifier.pipeline.transform, train=False)
+    transform = classifier.pipeline.clip_transform(train=False)
     # One region for the whole video, from detections spread over it (see behavior.data.roi).
     region = region_of_reader(reader, classifier.pipeline.roi)
     windows, all_probs = [], []
@@ -154,7 +161,7 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
                   position=1) as bar:
         for at in range(0, len(spans), batch_size):
             batch = spans[at: at + batch_size]
-            probs = classifier.probabilities(window_views(reader, batch, classifier.pipeline.sampling, transform,
+            probs = classifier.probabilities(window_views(reader, batch, classifier.pipeline, transform,
                                                           region))
             for (first, count), p in zip(batch, probs.numpy(), strict=True):
                 best = int(np.argmax(p))
