@@ -58,7 +58,7 @@ def measure_cache_speed(recipe: Recipe, model_name: str, split_seed: int) -> dic
     The clips go through the same pipeline as a training run's (regions, decode timeout), with and without the
     cache."""
     backend = recipe.decode.backend
-    cache = clip_cache(recipe.data, backend, recipe.transform)
+    cache = clip_cache(recipe.data, backend, recipe.transform, recipe.flow if recipe.model.uses_flow else None)
     if cache is None:
         return None
     data = prepare_data(recipe.data, backend, split_seed, progress=False)

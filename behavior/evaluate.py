@@ -68,7 +68,7 @@ def run(settings: EvaluateSettings) -> dict:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
     if not scan.good:
         raise DataError(f"no readable clips under {data.root or data.manifest}")
-    cache = clip_cache(data, pipeline.backend, pipeline.transform)
+    cache = clip_cache(data, pipeline.backend, pipeline.transform, pipeline.flow)
     # The checkpoint's region settings: evaluation crops the way training did.
     regions = clip_regions({"evaluate": scan.good}, pipeline.roi, pipeline.backend, scan.num_frames, run_dir,
                            settings.progress, cache)

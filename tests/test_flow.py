@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +198,35 @@ def test_a_two_stream_model_runs_through_every_entry_point(clip_tree, tmp_path, 
                                                           output=str(tmp_path / "live.mp4"), stride=4)))
     with open_video(tmp_path / "live.mp4") as reader:
         assert stats.predictions >= 2 and len(reader) == stats.frames
+
+
+def test_the_cache_computes_flow_once_and_gives_the_same_channels(clip_tree, tmp_path, monkeypatch):
+    from behavior.data import flow as flow_module
+    from behavior.data.cache import CacheSettings, ClipCache
+    from behavior.data.pipeline import ClipPipeline, input_channels
+    from behavior.data.scan import load_records
+    from tests.helpers import tiny_recipe
+
+    records = load_records(str(clip_tree), None)[:3]
+    classes = {name: i for i, name in enumerate(sorted({r.label for r in records}))}
+    recipe = tiny_recipe("model.input=rgb+flow")
+    cache = ClipCache(tmp_path / "cache", CacheSettings("pyav", "short_side", 40, 64), recipe.flow)
+    pipeline = ClipPipeline(recipe.sampling, recipe.transform, "pyav", **input_channels("rgb+flow", recipe.flow))
+    calls = []
+    real = flow_module.FlowComputer.field
+    monkeypatch.setattr(flow_module.FlowComputer, "field", lambda self, a, b: calls.append(1) or real(self, a, b))
+
+    def epoch(pipe):
+        return [video for video, _, _ in pipe.loader(records, classes, False, 3, 0, seed=0)]
+
+    direct = epoch(pipeline)
+    computed = len(calls)
+    cached = epoch(dataclasses.replace(pipeline, cache=cache))  # fills the cache: the flow of every pool frame
+    filled = len(calls)
+    assert computed > 0 and filled > computed
+    again = epoch(dataclasses.replace(pipeline, cache=cache))  # the second epoch computes no flow
+    assert len(calls) == filled
+    for a, b, c in zip(direct, cached, again, strict=True):
+        assert torch.equal(a, b) and torch.equal(b, c)  # short clips: the pool is every frame, same channels
+    flow_only = epoch(dataclasses.replace(pipeline, cache=cache, rgb=False))
+    assert len(calls) == filled and torch.equal(flow_only[0], direct[0][:, :, 3:])

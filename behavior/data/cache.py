@@ -36,6 +36,7 @@ import torchvision
 from torchvision import tv_tensors
 
 from behavior.atomic import atomic_open
+from behavior.data.flow import FlowConfig, frames_needed, with_flow
 from behavior.data.roi import WHOLE_FRAME, Region, crop_frames
 from behavior.data.transforms import geometric_resize
 from behavior.video import open_video
@@ -63,8 +64,10 @@ def pool_indices(total: int, max_frames: int) -> list[int]:
 
 
 def decode_pool(path: str, settings: CacheSettings, total_hint: int | None = None,
-                region: Region = WHOLE_FRAME) -> np.ndarray:
-    """Decode, crop to ``region`` and resize the pool of ``path``: uint8 ``[N, H, W, 3]``.
+                region: Region = WHOLE_FRAME, flow: FlowConfig | None = None) -> np.ndarray:
+    """Decode, crop to ``region`` and resize the pool of ``path``: uint8 ``[N, H, W, 3]``, or with ``flow``
+    ``[N, H, W, 3 + 2L]``: each pool frame's flow stack, measured against the clip's real next frames (not the
+    next pool frame), after its RGB channels.
 
     ``total_hint`` is the pre-scan's count of frames that really decode (the dataset uses the same bound).
     The crop comes before the resize so a small face or person keeps the source's detail.
@@ -75,14 +78,22 @@ def decode_pool(path: str, settings: CacheSettings, total_hint: int | None = Non
         pool = pool_indices(total, settings.max_frames)
         chunks = []
         for start in range(0, len(pool), DECODE_CHUNK):
-            frames = crop_frames(reader.get_frames(pool[start:start + DECODE_CHUNK]), region)
+            part = pool[start:start + DECODE_CHUNK]
+            wanted = part if flow is None else sorted({*part, *frames_needed(part, total, flow.stack)})
+            frames = crop_frames(reader.get_frames(wanted), region)
+            if flow is not None:
+                channels, _ = with_flow(frames, {index: k for k, index in enumerate(wanted)}, part, total, flow,
+                                        True, resize)
+                chunks.append(channels.numpy())
+                continue
             video = resize(tv_tensors.Video(frames.permute(0, 3, 1, 2)))
             chunks.append(video.as_subclass(torch.Tensor).permute(0, 2, 3, 1).numpy())
     return np.ascontiguousarray(np.concatenate(chunks))
 
 
-def load_entry(file: Path) -> np.ndarray | None:
-    """The memory-mapped frames in ``file``, or None when it is missing, torn or not a frame array."""
+def load_entry(file: Path, channels: int = 3) -> np.ndarray | None:
+    """The memory-mapped frames in ``file``, or None when it is missing, torn or not a frame array of
+    ``channels`` channels."""
     try:
         frames = np.load(file, mmap_mode="r", allow_pickle=False)
         size = file.stat().st_size
@@ -91,7 +102,7 @@ def load_entry(file: Path) -> np.ndarray | None:
     if not isinstance(frames, np.memmap) or frames.dtype != np.uint8 or frames.ndim != 4:
         return None
     # A file cut short fails to map; one with trailing junk maps fine, so also check the exact length.
-    if frames.shape[0] < 1 or frames.shape[-1] != 3 or frames.offset + frames.nbytes != size:
+    if frames.shape[0] < 1 or frames.shape[-1] != channels or frames.offset + frames.nbytes != size:
         return None
     return frames
 
@@ -99,12 +110,15 @@ def load_entry(file: Path) -> np.ndarray | None:
 class ClipCache:
     """``get(path)`` returns a clip's pool from disk, decoding and storing it on the first request.
 
+    With ``flow`` the pool holds each frame's optical-flow stack after its RGB channels, so flow is computed once
+    per clip (its entries are keyed by the flow settings too; RGB-only entries keep their keys).
     Picklable (DataLoader workers get a copy); ``hits``/``misses`` count this process's requests only.
     """
 
-    def __init__(self, root: str | os.PathLike, settings: CacheSettings):
+    def __init__(self, root: str | os.PathLike, settings: CacheSettings, flow: FlowConfig | None = None):
         self.root = Path(root)
         self.settings = settings
+        self.flow = flow
         self.hits = 0
         self.misses = 0
         self.writable = True
@@ -116,6 +130,8 @@ class ClipCache:
                "format": FORMAT_VERSION}
         if region.box is not None:  # only then: whole-frame entries keep the keys they had before regions existed
             key["roi_box"] = [round(v, 6) for v in region.box]
+        if self.flow is not None:  # likewise: RGB-only entries keep theirs
+            key["flow"] = asdict(self.flow)
         return key
 
     def entry(self, path: str, total_hint: int | None = None, region: Region = WHOLE_FRAME) -> Path:
@@ -125,14 +141,14 @@ class ClipCache:
         return self.root / key[:2] / f"{key}.npy"
 
     def get(self, path: str, total_hint: int | None = None, region: Region = WHOLE_FRAME) -> np.ndarray:
-        """uint8 ``[N, H, W, 3]``: memory-mapped when cached, freshly decoded (and stored) otherwise."""
+        """uint8 ``[N, H, W, 3 (+ 2L)]``: memory-mapped when cached, freshly decoded (and stored) otherwise."""
         file = self.entry(path, total_hint, region)
-        frames = load_entry(file)
+        frames = load_entry(file, 3 + (self.flow.channels if self.flow is not None else 0))
         if frames is not None:
             self.hits += 1
             return frames
         self.misses += 1
-        frames = decode_pool(path, self.settings, total_hint, region)
+        frames = decode_pool(path, self.settings, total_hint, region, self.flow)
         if self.writable:
             self._store(file, frames, path, total_hint, region)
         return frames

@@ -30,7 +30,7 @@ class ClipDataset(Dataset):
 
     With ``flow`` each sampled frame also gets its optical-flow stack (``behavior.data.flow``), computed on the
     frames resized by the transform's own geometric resize (``resize``) and appended after the RGB channels (or
-    alone, without ``rgb``). Flow is computed from decoded frames, never from the cache's frame pool.
+    alone, without ``rgb``). With a cache built with the same flow settings, the flow comes from its pool.
     """
 
     def __init__(self, records: Sequence[ClipRecord], class_to_idx: dict[str, int], sampling: SamplingConfig,
@@ -65,13 +65,15 @@ class ClipDataset(Dataset):
         record = self.records[index]
         item_seed = [self.seed, self.epoch, index]
         region = self.regions.get(record.path, WHOLE_FRAME)
-        if self.flow is not None:
-            views, frames, position = self._with_flow(record, region, item_seed)
-        elif self.cache is not None:  # the cache stores the frames already cropped
+        if self.cache is not None:  # the cache stores the frames already cropped (and with flow, their flow)
             pool = self.cache.get(record.path, self.num_frames.get(record.path), region)
             views = self._views(len(pool), item_seed)
             wanted = sorted({i for view in views for i in view})
             frames = torch.from_numpy(np.ascontiguousarray(pool[wanted]))  # copies out of the memory map
+            if self.flow is not None and not self.rgb:
+                frames = frames[..., 3:]
+        elif self.flow is not None:
+            views, frames, position = self._with_flow(record, region, item_seed)
         else:
             with open_video(record.path, backend=self.backend) as reader:
                 total = min(self.num_frames.get(record.path, reader.meta.num_frames), reader.meta.num_frames)
@@ -79,7 +81,7 @@ class ClipDataset(Dataset):
                 # One decode pass for all views: frames shared between views are read once.
                 wanted = sorted({i for view in views for i in view})
                 frames = crop_frames(reader.get_frames(wanted), region)
-        if self.flow is None:
+        if self.cache is not None or self.flow is None:
             position = {frame_index: k for k, frame_index in enumerate(wanted)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence(item_seed).generate_state(1)[0]))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from behavior.data.cache import CacheSettings, ClipCache
+from behavior.data.flow import FlowConfig
 from behavior.data.prescan import BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.roi import Region, RegionCache, RoiConfig, find_regions, summarise_regions, write_regions
@@ -73,12 +74,14 @@ def prepare_data(data: DataConfig, backend: str, seed: int, run_dir: Path | None
     return PreparedData(class_names, split, num_frames, bad)
 
 
-def clip_cache(data: DataConfig | EvaluateData, backend: str, transform: TransformConfig) -> ClipCache | None:
-    """The decoded-clip cache named by ``data.cache`` (relative to the working directory), or None when null."""
+def clip_cache(data: DataConfig | EvaluateData, backend: str, transform: TransformConfig,
+               flow: FlowConfig | None = None) -> ClipCache | None:
+    """The decoded-clip cache named by ``data.cache`` (relative to the working directory), or None when null;
+    with ``flow`` (a flow model's settings) its entries hold each frame's flow too."""
     if not data.cache:
         return None
     return ClipCache(user_path(data.cache), CacheSettings(backend, transform.resize, transform.size,
-                                                          data.cache_max_frames))
+                                                          data.cache_max_frames), flow)
 
 
 def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, backend: str,

@@ -55,11 +55,7 @@ def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> d
     seed_everything(recipe.seed)
     device = device_of(trainer.device)
     resume = resume_path(trainer.resume, run_dir)
-    cache = clip_cache(recipe.data, backend, recipe.transform)
-    if cache is not None and recipe.model.uses_flow:
-        print(f"note: model.input={recipe.model.input}: optical flow is computed from decoded frames every epoch "
-              f"(the clip cache holds frames only for now)")
-        cache = None
+    cache = clip_cache(recipe.data, backend, recipe.transform, recipe.flow if recipe.model.uses_flow else None)
 
     split_seed = recipe.seed if split_seed is None else split_seed
     data = prepare_data(recipe.data, backend, split_seed, run_dir, progress=trainer.progress)
