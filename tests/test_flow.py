@@ -199,6 +199,12 @@ def test_a_two_stream_model_runs_through_every_entry_point(clip_tree, tmp_path, 
     with open_video(tmp_path / "live.mp4") as reader:
         assert stats.predictions >= 2 and len(reader) == stats.frames
 
+    from behavior.report.overlays import attention_overlays
+
+    (overlay,) = attention_overlays(tmp_path / "run", n=1, stages="all")
+    assert any(name.startswith("rgb.") for name in overlay.stage_names)
+    assert any(name.startswith("flow.") for name in overlay.stage_names)  # both streams' attention is shown
+
 
 def test_the_cache_computes_flow_once_and_gives_the_same_channels(clip_tree, tmp_path, monkeypatch):
     from behavior.data import flow as flow_module

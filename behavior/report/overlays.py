@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from behavior.data.pipeline import ClipPipeline
 from behavior.data.sampling import SamplingConfig, sample_indices
 from behavior.data.transforms import build_transform, denormalize
 from behavior.models import SpatialAttention
@@ -162,19 +163,24 @@ def _pick(count: int, stages: str | int | Sequence[int]) -> list[int]:
 
 
 @torch.no_grad()
-def clip_attention(model: torch.nn.Module, path: str | os.PathLike, sampling: SamplingConfig, transform,
-                   backend: str = "pyav", stages: str | int | Sequence[int] = "last",
+def clip_attention(model: torch.nn.Module, path: str | os.PathLike, pipeline: ClipPipeline,
+                   stages: str | int | Sequence[int] = "last",
                    device: str | torch.device = "cpu") -> tuple[np.ndarray, list[np.ndarray], list[str], np.ndarray]:
-    """Run one clip (eval sampling, one view) through ``model``; return the denormalized frames
-    [T, S, S, 3], the chosen attention maps upsampled to [T, S, S], their module names, and the
-    class probabilities."""
-    with open_video(path, backend=backend) as reader:
-        frames = reader.get_frames(sample_indices(len(reader), sampling, train=False))
-    video = build_transform(transform, train=False)(frames)  # [3, T, S, S]
+    """Run one clip (eval sampling, one view) through ``model`` as its clip ``pipeline`` feeds it (RGB, flow or
+    both: a two-stream model's attention modules are listed RGB stream first); return the denormalized frames
+    [T, S, S, 3], the chosen attention maps upsampled to [T, S, S], their module names, and the class
+    probabilities."""
+    from behavior.engine.inference import views_of
+
+    transform = pipeline.transform
+    with open_video(path, backend=pipeline.backend) as reader:
+        frames = reader.get_frames(sample_indices(len(reader), pipeline.sampling, train=False))
+        clip, _ = views_of(reader, pipeline.with_views(1), pipeline.clip_transform(train=False))
+    video = build_transform(transform, train=False)(frames)  # [3, T, S, S]: what is shown
     modules = _attention_modules(model)
     for _, module in modules:
         module.record = True
-    probs = model(video[None].to(device)).float().softmax(-1)[0].cpu().numpy()
+    probs = model(clip.to(device)).float().softmax(-1)[0].cpu().numpy()
     t, size = video.shape[1], video.shape[-2:]
     maps, names = [], []
     for i in _pick(len(modules), stages):
@@ -214,6 +220,7 @@ def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: S
     overlays with no maps (the figure says so) rather than an error.
     """
     from behavior.engine.checkpoint import load_model  # imports every model: only when needed
+    from behavior.engine.inference import pipeline_of
 
     run = run if isinstance(run, RunResults) else load_run(run)
     weights = run.run_dir / checkpoint
@@ -222,14 +229,12 @@ def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: S
         weights = resolve_clip(run.metrics["checkpoint"], run.root)
     model, saved = load_model(weights, torch.device(device))
     names = saved.class_names
-    sampling = replace(saved.recipe.sampling, num_views=1)
-    transform = saved.recipe.transform
-    backend = saved.recipe.decode.backend
+    pipeline = pipeline_of(saved, num_views=1)
     truth = {row["path"]: str(row["true"]) for row in run.predictions}
     overlays = []
     for path in clip_paths if clip_paths is not None else _default_clips(run, n):
-        frames, maps, stage_names, probs = clip_attention(model, resolve_clip(path, run.root), sampling, transform,
-                                                          backend, stages, device)
+        frames, maps, stage_names, probs = clip_attention(model, resolve_clip(path, run.root), pipeline, stages,
+                                                          device)
         best = int(probs.argmax())
         overlays.append(Overlay(str(path), truth.get(str(path)), names[best], float(probs[best]), frames, maps,
                                 stage_names, [heatmap_blend(frames, m, alpha) for m in maps]))
