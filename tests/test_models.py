@@ -289,7 +289,7 @@ def test_available_models_sorted():
         ({"name": "behaviornet", "attention_kind": "soft"}, "model.attention_kind=soft: choose one of pool, conv$"),
         (
             {"name": "behaviornet", "temporal_pool": "median"},
-            "model.temporal_pool=median: choose one of mean, max, attention$",
+            "model.temporal_pool=median: choose one of mean, max, attention, tconv, gru, transformer$",
         ),
         (
             {"name": "behaviornet", "backbone": "vgg"},

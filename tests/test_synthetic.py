@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from behavior.data import synthetic as S
+from behavior.data.prepare import resolve_records
+from behavior.data.settings import SyntheticSource
+from behavior.errors import ConfigError
 
 TINY = S.SyntheticSpec(clips_per_class=2, num_frames=8, width=64, height=48, seed=3)
 
@@ -23,7 +26,7 @@ def _siblings(root):
     return sorted(p.name for p in root.parent.iterdir() if p.name != root.name)
 
 
-@pytest.mark.parametrize("label", S.SYNTHETIC_CLASSES)
+@pytest.mark.parametrize("label", S.KNOWN_CLASSES)
 def test_every_class_renders(label):
     video = S.render_clip(label, S.clip_rng(TINY, label, 0), TINY)
     assert video.shape == (8, 48, 64, 3) and video.dtype == np.uint8
@@ -40,10 +43,22 @@ def test_classes_and_spec_defaults():
         S.SyntheticSpec(width=63)
     with pytest.raises(ValueError):
         S.SyntheticSpec(classes=("walk", "swim"))
+    with pytest.raises(ValueError):
+        S.SyntheticSpec(classes=("walk", "walk"))
+    # The order-only pair is opt-in: the default set (and what make train renders) is the six classes.
+    assert spec.classes == S.SYNTHETIC_CLASSES == ("walk", "run", "jump", "wave_one", "wave_both", "bend")
+    assert set(S.ORDER_CLASSES).isdisjoint(spec.classes) and S.KNOWN_CLASSES[:6] == S.SYNTHETIC_CLASSES
+
+
+def test_clip_streams_of_the_default_classes_are_unchanged():
+    # New classes are appended to KNOWN_CLASSES, so every existing clip keeps its random stream (and bytes).
+    for index, label in enumerate(S.SYNTHETIC_CLASSES):
+        expected = np.random.default_rng([TINY.seed, index, 1]).random(4)
+        np.testing.assert_array_equal(S.clip_rng(TINY, label, 1).random(4), expected)
 
 
 def test_rendering_is_deterministic_by_seed():
-    for label in S.SYNTHETIC_CLASSES:
+    for label in S.KNOWN_CLASSES:
         a = S.render_clip(label, S.clip_rng(TINY, label, 1), TINY)
         b = S.render_clip(label, S.clip_rng(TINY, label, 1), TINY)
         np.testing.assert_array_equal(a, b)
@@ -143,3 +158,95 @@ def test_cli(tmp_path, capsys):
             "--seed", "5", "--workers", "1", "--sheet", str(sheet)])
     assert S.is_complete(root, S.SyntheticSpec(clips_per_class=1, num_frames=8, width=64, height=48, seed=5))
     assert sheet.is_file() and "ready" in capsys.readouterr().out
+
+
+# ---- the order-only pair: circle_cw / circle_ccw ---------------------------------------------------------
+
+
+def _hand_on_screen(label: str, seed: int, t: np.ndarray) -> np.ndarray:
+    """The circling hand's image position relative to its shoulder, [T, 2] (x right, y down), as render_clip
+    projects it (circle clips are never mirrored)."""
+    pose, _, yaw = S._motion(label, np.random.default_rng(seed), t)
+    pix, _ = S.R.project(S.R.forward_kinematics(pose, len(t)), yaw, 1.0, 100.0, np.zeros((len(t), 2)))
+    side = max(S.R.SIDES, key=lambda s: np.ptp(pix[f"hand_{s}"], axis=0).sum())
+    return pix[f"hand_{side}"] - pix[f"shoulder_{side}"]
+
+
+def test_circle_direction_on_screen():
+    t = np.arange(32) / 25.0
+    for seed in range(40):
+        for label, sign in (("circle_cw", 1), ("circle_ccw", -1)):
+            hand = _hand_on_screen(label, seed, t)
+            step = np.diff(hand, axis=0)
+            turn = step[:-1, 0] * step[1:, 1] - step[:-1, 1] * step[1:, 0]  # > 0: clockwise with y pointing down
+            assert np.all(np.sign(turn) == sign), (label, seed)
+            assert np.ptp(hand, axis=0).max() > 15  # a visible circle for a 100-pixel body, not a twitch
+
+
+def test_ccw_is_cw_played_backwards():
+    # The same draws give the same clip but for the circling arm, whose path is cw's reversed: the two classes
+    # share every distribution, and only the order of frames tells them apart.
+    t = np.arange(16) / 25.0
+    for seed in range(10):
+        cw, _, yaw_cw = S._motion("circle_cw", np.random.default_rng(seed), t)
+        ccw, _, yaw_ccw = S._motion("circle_ccw", np.random.default_rng(seed), t)
+        assert yaw_cw == yaw_ccw and cw.keys() == ccw.keys()
+        np.testing.assert_allclose(_hand_on_screen("circle_ccw", seed, t), _hand_on_screen("circle_cw", seed, t)[::-1],
+                                   atol=1e-9)
+        for key in cw:
+            a, b = np.broadcast_to(cw[key], t.shape), np.broadcast_to(ccw[key], t.shape)
+            if not np.allclose(a, b):
+                assert key.endswith("_abd") and key.startswith(("upper_", "fore_")), key
+                np.testing.assert_allclose(np.exp(1j * b), np.exp(1j * a[::-1]), atol=1e-9)
+
+
+def test_order_pair_frames_average_alike():
+    # What a mean over frames sees is the same for both classes: rendered from the same draws, a cw clip and a ccw
+    # clip differ frame by frame, yet their averages over time nearly match.
+    spec = S.SyntheticSpec(num_frames=8, width=64, height=48)
+    for seed in range(6):
+        cw = S.render_clip("circle_cw", np.random.default_rng(seed), spec).astype(np.float64)
+        ccw = S.render_clip("circle_ccw", np.random.default_rng(seed), spec).astype(np.float64)
+        per_frame = np.abs(cw - ccw).mean()
+        assert per_frame > 0.1
+        assert np.abs(cw.mean(0) - ccw.mean(0)).mean() < 0.2 * per_frame
+
+
+def test_class_list_is_part_of_the_set(tmp_path):
+    root = tmp_path / "synth"
+    pair = replace(TINY, classes=S.ORDER_CLASSES)
+    S.ensure_synthetic(root, pair, workers=1)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["circle_ccw", "circle_cw"]
+    assert S.is_complete(root, pair) and not S.is_complete(root, TINY)
+    S.ensure_synthetic(root, TINY, workers=1)  # another class list: the folder is regenerated
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(S.SYNTHETIC_CLASSES)
+    assert S.is_complete(root, TINY) and not S.is_complete(root, pair)
+
+
+def _source(root, classes) -> SyntheticSource:
+    return SyntheticSource.from_mapping({"root": str(root), "clips_per_class": 2, "seed": 3, "workers": 1,
+                                         "classes": classes})
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    (["circle_cw"], r"data.synthetic.classes=\['circle_cw'\]: must be a list of at least 2 different classes from "
+                    r"walk, run, jump, wave_one, wave_both, bend, circle_cw, circle_ccw, or null \(the default six\)$"),
+    (["walk", "swim"], r"data.synthetic.classes=\['walk', 'swim'\]: unknown class swim; must be a list of "),
+    (["walk", "walk"], r"data.synthetic.classes=\['walk', 'walk'\]: must be a list of at least 2 different "),
+    ("walk", r"data.synthetic.classes=walk: must be a list of "),
+])
+def test_class_list_is_checked(classes, message):
+    with pytest.raises(ConfigError, match=message):
+        _source("x", classes)
+
+
+def test_classes_are_selectable(tmp_path, monkeypatch):
+    assert _source("x", None).classes is None and _source("x", ["walk", "bend"]).classes == ("walk", "bend")
+    made = []
+    monkeypatch.setattr(S, "ensure_synthetic", lambda root, spec, workers: made.append(spec))
+    monkeypatch.setattr("behavior.data.prepare.load_records", lambda root, manifest: [])
+    resolve_records(None, None, _source(tmp_path, ["circle_ccw", "circle_cw"]))
+    resolve_records(None, None, _source(tmp_path, None))
+    # In the one fixed order (a reordered list is the same set); null is exactly the default spec's list.
+    assert [spec.classes for spec in made] == [S.ORDER_CLASSES, S.SYNTHETIC_CLASSES]
+    assert made[1] == S.SyntheticSpec(clips_per_class=2, seed=3)

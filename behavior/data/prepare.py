@@ -37,11 +37,13 @@ def resolve_records(root: str | None, manifest: str | None,
     """The clips named by ``data.root`` / ``data.manifest`` (relative to the working directory), or the built-in
     synthetic set (generated on first use) when neither is set and ``synthetic`` is given."""
     if not root and not manifest and synthetic is not None:
-        from behavior.data.synthetic import SyntheticSpec, ensure_synthetic
+        from behavior.data.synthetic import KNOWN_CLASSES, SYNTHETIC_CLASSES, SyntheticSpec, ensure_synthetic
 
         root = str(user_path(synthetic.root))
-        ensure_synthetic(root, SyntheticSpec(clips_per_class=synthetic.clips_per_class, seed=synthetic.seed),
-                         workers=synthetic.workers)
+        # In one fixed order, so a reordered list names the same set (the completion marker compares the spec).
+        classes = tuple(c for c in KNOWN_CLASSES if c in (synthetic.classes or SYNTHETIC_CLASSES))
+        ensure_synthetic(root, SyntheticSpec(clips_per_class=synthetic.clips_per_class, seed=synthetic.seed,
+                                             classes=classes), workers=synthetic.workers)
     records = load_records(root, manifest)
     return records, Path(manifest).parent if manifest else Path(root)
 

@@ -7,6 +7,7 @@ come from the checkpoint. Defaults live in ``conf/data/*.yaml`` and ``conf/evalu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from behavior.config import Settings, check_choice, check_number, check_text, fail, is_number
@@ -38,11 +39,29 @@ class SyntheticSource(Settings):
     clips_per_class: int
     seed: int
     workers: int
+    classes: tuple[str, ...] | None  # None: the default six (behavior.data.synthetic.SYNTHETIC_CLASSES)
 
     def __post_init__(self) -> None:
         check_text("data.synthetic.root", self.root)
         for key, low in (("clips_per_class", 1), ("seed", 0), ("workers", 1)):
             check_number(f"data.synthetic.{key}", getattr(self, key), low, integer=True)
+        object.__setattr__(self, "classes", _check_classes(self.classes))
+
+
+def _check_classes(value: object) -> tuple[str, ...] | None:
+    """``data.synthetic.classes``: null, or a list of at least 2 different known class names."""
+    if value is None:
+        return None
+    from behavior.data.synthetic import KNOWN_CLASSES
+
+    allowed = f"a list of at least 2 different classes from {', '.join(KNOWN_CLASSES)}, or null (the default six)"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) < 2 \
+            or len(set(map(str, value))) != len(value):
+        raise fail("data.synthetic.classes", value, f"must be {allowed}")
+    unknown = [name for name in value if name not in KNOWN_CLASSES]
+    if unknown:
+        raise fail("data.synthetic.classes", value, f"unknown class {unknown[0]}; must be {allowed}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)

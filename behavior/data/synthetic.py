@@ -27,7 +27,11 @@ import numpy as np
 from behavior.data import synthetic_render as R
 from behavior.video.writer import write_video
 
-SYNTHETIC_CLASSES: tuple[str, ...] = ("walk", "run", "jump", "wave_one", "wave_both", "bend")
+SYNTHETIC_CLASSES: tuple[str, ...] = ("walk", "run", "jump", "wave_one", "wave_both", "bend")  # the default set
+# A pair that differs only in temporal order (opt-in: SyntheticSpec(classes=...), data.synthetic.classes): one
+# hand traces a circle clockwise or counter-clockwise on screen; the set of frames is alike, the order is not.
+ORDER_CLASSES: tuple[str, ...] = ("circle_cw", "circle_ccw")
+KNOWN_CLASSES: tuple[str, ...] = SYNTHETIC_CLASSES + ORDER_CLASSES  # order fixes each class's random stream
 MARKER = ".synthetic.json"
 # Bump whenever rendering changes, so that datasets made by an older generator are rebuilt.
 GENERATOR_VERSION = 2
@@ -48,9 +52,11 @@ class SyntheticSpec:
     def __post_init__(self):
         if self.width % 2 or self.height % 2:
             raise ValueError(f"SyntheticSpec: width and height must be even, got {self.width}x{self.height}")
-        unknown = set(self.classes) - set(SYNTHETIC_CLASSES)
+        unknown = set(self.classes) - set(KNOWN_CLASSES)
         if unknown:
-            raise ValueError(f"SyntheticSpec: unknown classes {sorted(unknown)}; known: {SYNTHETIC_CLASSES}")
+            raise ValueError(f"SyntheticSpec: unknown classes {sorted(unknown)}; known: {KNOWN_CLASSES}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"SyntheticSpec: classes repeat: {list(self.classes)}")
 
 
 def _deg(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -77,6 +83,20 @@ def _hanging_arm(rng, pose: dict, name: str, t: np.ndarray) -> None:
     pose[f"fore_{name}_abd"] = pose[f"upper_{name}_abd"] + _deg(rng, 0, 8)
     pose[f"upper_{name}"] = _deg(rng, -8, 8) + 0.05 * np.sin(1.3 * t + rng.uniform(0, 6))
     pose[f"fore_{name}"] = pose[f"upper_{name}"] + _deg(rng, 5, 20)
+
+
+def _circling_arm(pose: dict, name: str, centre: tuple[float, float], radius: float, theta: np.ndarray) -> None:
+    """The hand of arm ``name`` on a circle in the frontal plane: ``centre`` (distance, angle from straight down,
+    outward positive) from the shoulder, at angle ``theta`` (0 = outward, pi/2 = down); the elbow solves the rest."""
+    out = centre[0] * np.sin(centre[1]) + radius * np.cos(theta)  # outward from the shoulder
+    down = centre[0] * np.cos(centre[1]) + radius * np.sin(theta)
+    reach = np.hypot(out, down)
+    bend = np.arccos(np.clip((R.L_UPPER**2 + reach**2 - R.L_FORE**2) / (2 * R.L_UPPER * reach), -1.0, 1.0))
+    upper = np.arctan2(out, down) + bend  # the elbow above the shoulder-hand line
+    elbow_out, elbow_down = R.L_UPPER * np.sin(upper), R.L_UPPER * np.cos(upper)
+    pose[f"upper_{name}_abd"] = upper
+    pose[f"fore_{name}_abd"] = np.arctan2(out - elbow_out, down - elbow_down)
+    pose[f"upper_{name}"] = pose[f"fore_{name}"] = 0.0
 
 
 def _motion(label: str, rng: np.random.Generator, t: np.ndarray) -> tuple[dict, float, float]:
@@ -152,8 +172,22 @@ def _motion(label: str, rng: np.random.Generator, t: np.ndarray) -> tuple[dict, 
             else:
                 _hanging_arm(rng, pose, name, t)
         yaw = np.pi / 2 + _deg(rng, -30, 30)
+    elif label in ORDER_CLASSES:
+        # Every draw is the same for both classes; circle_ccw plays the arm's path of circle_cw backwards (its
+        # start shifted to where cw ends), so only the order of the frames tells them apart. Clockwise on screen
+        # is an increasing angle for the right arm (render_clip keeps circle clips unmirrored).
+        _standing_legs(rng, pose, t)
+        pose["lean"] = _deg(rng, -3, 4)
+        name = str(rng.choice(list(R.SIDES)))
+        sweep = 2 * np.pi * rng.uniform(0.5, 1.0) * t  # turns/s: under half a turn between any two sampled frames
+        if label == "circle_ccw":
+            sweep = sweep[-1] - sweep
+        centre = (rng.uniform(0.09, 0.12), _deg(rng, 75, 110))  # beside the shoulder; the hand stays within reach
+        _circling_arm(pose, name, centre, rng.uniform(0.17, 0.2), phase + R.SIDES[name] * sweep)
+        _hanging_arm(rng, pose, "l" if name == "r" else "r", t)
+        yaw = np.pi / 2 + _deg(rng, -30, 30)
     else:
-        raise ValueError(f"unknown synthetic class {label!r}; choose one of {SYNTHETIC_CLASSES}")
+        raise ValueError(f"unknown synthetic class {label!r}; choose one of {KNOWN_CLASSES}")
     return pose, speed, yaw
 
 
@@ -179,6 +213,8 @@ def render_clip(label: str, rng: np.random.Generator, spec: SyntheticSpec) -> np
     pose, speed, yaw = _motion(label, rng, t)
     joints = R.forward_kinematics(pose, n)
     facing = 1.0 if rng.random() < 0.5 else -1.0
+    if label in ORDER_CLASSES:
+        facing = 1.0  # a mirror image would turn clockwise into counter-clockwise
     size = rng.uniform(0.5, 0.75) * h
     thickness = {"limb": rng.uniform(0.042, 0.056), "torso": rng.uniform(0.06, 0.08),
                  "head": R.R_HEAD * rng.uniform(0.9, 1.1)}
@@ -224,7 +260,7 @@ def render_clip(label: str, rng: np.random.Generator, spec: SyntheticSpec) -> np
 
 def clip_rng(spec: SyntheticSpec, label: str, index: int) -> np.random.Generator:
     """The random stream of clip ``index`` (0-based) of ``label``; independent of worker scheduling."""
-    return np.random.default_rng([spec.seed, SYNTHETIC_CLASSES.index(label), index])
+    return np.random.default_rng([spec.seed, KNOWN_CLASSES.index(label), index])
 
 
 def clip_path(root: str | Path, label: str, index: int) -> Path:
@@ -290,7 +326,7 @@ def _looks_generated(root: Path) -> bool:
     for entry in root.iterdir():
         if entry.name == MARKER:
             continue
-        if not (entry.is_dir() and entry.name in SYNTHETIC_CLASSES
+        if not (entry.is_dir() and entry.name in KNOWN_CLASSES
                 and all(f.suffix == ".mp4" for f in entry.iterdir())):
             return False
     return True

@@ -10,9 +10,10 @@ and the torchvision 3D-CNN baselines r3d_18, mc3_18, r2plus1d_18.
 
 from . import baselines as baselines  # noqa: F401  (imported for its registrations)
 from .attention import SpatialAttention, attention_maps
-from .behaviornet import BehaviorNet, TemporalPool, spatial_attention_net
+from .behaviornet import BehaviorNet, spatial_attention_net
 from .image import SpatialAttentionNet
 from .registry import ModelConfig, OptionError, available_models, build_model, model_options, register_model
+from .temporal import TemporalPool
 
 __all__ = [
     "BehaviorNet",

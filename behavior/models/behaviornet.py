@@ -9,11 +9,9 @@ Corrections to the article's sketch:
 - the head returns logits: cross-entropy applies log-softmax itself, so a Softmax layer there would be
   a second softmax that flattens the loss and slows training.
 
-Temporal pooling over the per-frame feature vectors ([B, T, D] -> [B, D]):
-- "mean" (default): average, the TSN-style consensus; robust and parameter-free.
-- "max": the most responsive frame per feature, for short events inside a longer clip.
-- "attention": learned per-frame weights, softmax(w . f_t + b) over time; w starts at zero, so it
-  begins as the mean and learns which frames matter. The last weights are kept in `last_weights`.
+Temporal pooling over the per-frame feature vectors ([B, T, D] -> [B, D]) is `TemporalPool`
+(behavior/models/temporal.py): order-blind mean (default), max and attention, and the order-aware tconv, gru
+and transformer heads.
 
 `frame_diff` (default off) feeds each frame together with its difference from the previous sampled frame
 (input channels doubled in the stem only): static background clutter cancels in the difference, so the
@@ -34,9 +32,9 @@ from torch import Tensor, nn
 
 from .image import BackboneSpec, init_weights, make_stem, plain_features
 from .registry import OptionError, check_bool, check_choice, check_int, check_prob, register_model
+from .temporal import TemporalPool
 
 BACKBONES = ("resnet", "spatial_attention_net")
-TEMPORAL_POOLS = ("mean", "max", "attention")
 
 
 def temporal_shift(x: Tensor, n_frames: int, fold_div: int = 8) -> Tensor:
@@ -126,33 +124,6 @@ class FrameResNet(nn.Module):
         for stage in self.stages:
             x = stage(x, n_frames)
         return x
-
-
-class TemporalPool(nn.Module):
-    """[B, T, D] -> [B, D] by mean, max or learned attention over T (see the module docstring)."""
-
-    def __init__(self, kind: str, dim: int) -> None:
-        super().__init__()
-        self.kind = check_choice("temporal_pool", kind, TEMPORAL_POOLS)
-        self.score = nn.Linear(dim, 1) if kind == "attention" else None
-        self.last_weights: Tensor | None = None
-
-    def reset_parameters(self) -> None:
-        if self.score is not None:
-            nn.init.zeros_(self.score.weight)
-            nn.init.zeros_(self.score.bias)
-
-    def forward(self, feats: Tensor) -> Tensor:
-        if self.kind == "mean":
-            return feats.mean(dim=1)
-        if self.kind == "max":
-            return feats.amax(dim=1)
-        weights = torch.softmax(self.score(feats).squeeze(-1), dim=1)  # [B, T]
-        self.last_weights = weights.detach()
-        return torch.einsum("bt,btd->bd", weights, feats)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
 
 
 @register_model("behaviornet")
