@@ -14,7 +14,6 @@ like frame pixels; the displacement values are not rescaled with a crop's zoom (
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,25 +83,21 @@ def frames_needed(indices: Sequence[int], num_frames: int, stack: int) -> list[i
 
 
 class FlowComputer:
-    """DIS flow for one process: OpenCV objects do not pickle, so each DataLoader worker builds its own."""
+    """DIS flow fields and stacks for one flow setting."""
 
     def __init__(self, cfg: FlowConfig):
         self.cfg = cfg
-        self._dis = None
-
-    def __getstate__(self) -> dict:
-        return {"cfg": self.cfg, "_dis": None}
 
     def field(self, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarray:
         """Displacement [H, W, 2] float32 (x, y) from ``prev_gray`` to ``next_gray`` (uint8 [H, W])."""
         if max(prev_gray.shape) < MIN_SIDE:  # DIS refuses frames this small; there is no motion to see anyway
             return np.zeros((*prev_gray.shape, 2), np.float32)
         cv2 = load_cv2()
-        if self._dis is None:
-            preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                      "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[self.cfg.quality]
-            self._dis = cv2.DISOpticalFlow_create(preset)
-        return self._dis.calc(prev_gray, next_gray, None)
+        preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                  "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[self.cfg.quality]
+        # A new DIS object per pair (a few microseconds): one object starts each pair from the previous result,
+        # so a field would depend on which pairs came before it (the cache and a direct read would disagree).
+        return cv2.DISOpticalFlow_create(preset).calc(prev_gray, next_gray, None)
 
     def stacks(self, frames: np.ndarray, positions: dict[int, int], indices: Sequence[int],
                num_frames: int) -> np.ndarray:
@@ -136,12 +131,6 @@ class FlowComputer:
         return out
 
 
-@functools.cache
-def flow_computer(cfg: FlowConfig) -> FlowComputer:
-    """One computer (one DIS object) per process and setting."""
-    return FlowComputer(cfg)
-
-
 def with_flow(frames, position: dict[int, int], sampled: Sequence[int], num_frames: int, cfg: FlowConfig,
               rgb: bool, resize) -> tuple[torch.Tensor, dict[int, int]]:
     """The model-input channels of the ``sampled`` frames of a clip of ``num_frames``: the frames resized by the
@@ -152,6 +141,6 @@ def with_flow(frames, position: dict[int, int], sampled: Sequence[int], num_fram
     frames = resize(torch.as_tensor(frames).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     frames = np.ascontiguousarray(frames.numpy())
     sampled = sorted(set(sampled))
-    stacks = flow_computer(cfg).stacks(frames, position, sampled, num_frames)
+    stacks = FlowComputer(cfg).stacks(frames, position, sampled, num_frames)
     channels = np.concatenate([frames[[position[i] for i in sampled]], stacks], axis=-1) if rgb else stacks
     return torch.from_numpy(channels), {index: row for row, index in enumerate(sampled)}
