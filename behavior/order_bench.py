@@ -100,10 +100,17 @@ def train_pool(pool: str, bench: OrderBench, train: tuple[Tensor, Tensor], test:
             "train_acc": accuracy(model, x, y), "epoch_095": reached, "seconds": time.perf_counter() - start}
 
 
-def run(bench: OrderBench, pools: list[str], seeds: list[int]) -> list[dict]:
+def run(bench: OrderBench, pools: list[str], seeds: list[int], log=None) -> list[dict]:
+    """Every pool with every seed on one rendered set; ``log(row)`` after each run."""
     train = render_pair(bench, 0, bench.train_clips)
     test = render_pair(bench, TEST_OFFSET, bench.test_clips)
-    return [train_pool(pool, bench, train, test, seed) for pool in pools for seed in seeds]
+    rows = []
+    for pool in pools:
+        for seed in seeds:
+            rows.append(train_pool(pool, bench, train, test, seed))
+            if log is not None:
+                log(rows[-1])
+    return rows
 
 
 def table(rows: list[dict]) -> str:
@@ -132,7 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     bench = replace(default, pair=args.pair, train_clips=args.train_clips, test_clips=args.test_clips,
                     size=args.size, epochs=args.epochs)
-    rows = run(bench, args.pools.split(","), [int(s) for s in args.seeds.split(",")])
+    def log(row: dict) -> None:
+        print(f"{row['pool']:>11} seed {row['seed']}: test top-1 {row['test_acc']:.3f}, train {row['train_acc']:.3f}, "
+              f"0.95 at epoch {row['epoch_095'] or '-'}, {row['seconds']:.1f}s", flush=True)
+
+    rows = run(bench, args.pools.split(","), [int(s) for s in args.seeds.split(",")], log)
     print(f"{bench.pair}: {', '.join(PAIRS[bench.pair])}; {bench.train_clips} + {bench.test_clips} clips per class, "
           f"{bench.frames} frames of {bench.size}x{bench.size}, {bench.epochs} epochs, torch threads "
           f"{torch.get_num_threads()}")
