@@ -92,11 +92,13 @@ def test_pool_choice_is_one_line_naming_the_key(model_name):
 @pytest.mark.slow
 def test_only_an_order_aware_pool_tells_squat_down_from_stand_up():
     # The acceptance test, small: squat_down and stand_up share every frame distribution (the one is the
-    # other played backwards), so mean pooling of order-blind frame features stays near chance, while the GRU
-    # head learns the pair. Seeded, about 30 s on 2 CPU cores (python -m behavior.order_bench is the full one).
-    bench = OrderBench(pair="squat", train_clips=150, test_clips=20, epochs=12)
+    # other played backwards), so mean pooling of order-blind frame features stays near chance, while the
+    # order-aware pools learn the pair. Seeded; about 35 s on 2 CPU cores (python -m behavior.order_bench runs
+    # every pool with 5 seeds and 50 test clips per class: tconv 1.000, gru 0.986, mean 0.488 on average).
+    bench = OrderBench(pair="squat", train_clips=200, test_clips=20, epochs=15)
     train, test = render_pair(bench, 0, bench.train_clips), render_pair(bench, TEST_OFFSET, bench.test_clips)
     mean = train_pool("mean", bench, train, test, seed=0)
-    gru = train_pool("gru", bench, train, test, seed=0)
-    assert 0.3 <= mean["test_acc"] <= 0.7, mean
-    assert gru["test_acc"] >= 0.95, gru
+    assert mean["train_acc"] > 0.8 and 0.3 <= mean["test_acc"] <= 0.7, mean  # it learns, just not the order
+    for pool in ("tconv", "gru"):
+        result = train_pool(pool, bench, train, test, seed=0)
+        assert result["test_acc"] >= 0.95, result
