@@ -16,7 +16,7 @@ from behavior.config import check_keys, check_number, compose_config, fail, plai
 from behavior.data.roi import RoiConfig
 from behavior.data.sampling import SamplingConfig
 from behavior.data.settings import DataConfig
-from behavior.data.synthetic import CIRCLE_CLASSES
+from behavior.data.synthetic_motion import CIRCLE_CLASSES
 from behavior.data.transforms import TransformConfig
 from behavior.engine.optim import OptimConfig
 from behavior.engine.trainer import TrainerConfig

@@ -267,3 +267,14 @@ def test_classes_are_selectable(tmp_path, monkeypatch):
     # In the one fixed order (a reordered list is the same set); null is exactly the default spec's list.
     assert [spec.classes for spec in made] == [S.CIRCLE_CLASSES, S.SYNTHETIC_CLASSES]
     assert made[1] == S.SyntheticSpec(clips_per_class=2, seed=3)
+
+
+def test_circle_pair_refuses_mirrored_training():
+    from behavior.recipe import compose_recipe
+
+    circles = "data.synthetic.classes=[circle_cw,circle_ccw]"
+    with pytest.raises(ConfigError, match=r"^transform.hflip=true: must be false with the synthetic circle_cw / "):
+        compose_recipe([circles])
+    assert compose_recipe([circles, "transform.hflip=false"]).data.synthetic.classes == S.CIRCLE_CLASSES
+    compose_recipe(["data.synthetic.classes=[squat_down,stand_up]"])  # a mirrored squat is still a squat
+    compose_recipe([circles, "data.root=clips"])  # the user's own clips: not the synthetic pair
