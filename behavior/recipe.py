@@ -17,7 +17,7 @@ from behavior.data.flow import FlowConfig
 from behavior.data.roi import RoiConfig
 from behavior.data.sampling import SamplingConfig
 from behavior.data.settings import DataConfig
-from behavior.data.synthetic import ORDER_CLASSES
+from behavior.data.synthetic_motion import CIRCLE_CLASSES
 from behavior.data.transforms import TransformConfig
 from behavior.engine.optim import OptimConfig
 from behavior.engine.trainer import TrainerConfig
@@ -44,7 +44,7 @@ class Recipe:
     def __post_init__(self) -> None:
         check_number("seed", self.seed, integer=True)
         synthetic = not self.data.root and not self.data.manifest
-        if synthetic and self.transform.hflip and set(self.data.synthetic.classes or ()) & set(ORDER_CLASSES):
+        if synthetic and self.transform.hflip and set(self.data.synthetic.classes or ()) & set(CIRCLE_CLASSES):
             raise fail("transform.hflip", True, "must be false with the synthetic circle_cw / circle_ccw classes "
                                                 "(a mirror image turns clockwise into counter-clockwise)")
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from behavior.data import synthetic as S
+from behavior.data import synthetic_motion as M
+from behavior.data import synthetic_render as R
 from behavior.data.prepare import resolve_records
 from behavior.data.settings import SyntheticSource
 from behavior.errors import ConfigError
@@ -70,10 +72,10 @@ def test_rendering_is_deterministic_by_seed():
 def test_walk_and_run_speeds_do_not_overlap():
     t = np.arange(32) / 25.0
     rng = np.random.default_rng(0)
-    walk = [S._motion("walk", rng, t)[1] for _ in range(200)]
-    run = [S._motion("run", rng, t)[1] for _ in range(200)]
+    walk = [M.motion("walk", rng, t)[1] for _ in range(200)]
+    run = [M.motion("run", rng, t)[1] for _ in range(200)]
     assert max(walk) < min(run)
-    assert all(S._motion(c, rng, t)[1] == 0 for c in ("jump", "bend", "wave_one", "wave_both"))
+    assert all(M.motion(c, rng, t)[1] == 0 for c in ("jump", "bend", "wave_one", "wave_both"))
 
 
 def test_ensure_creates_decodable_tree_once(tmp_path, monkeypatch):
@@ -166,9 +168,9 @@ def test_cli(tmp_path, capsys):
 def _hand_on_screen(label: str, seed: int, t: np.ndarray) -> np.ndarray:
     """The circling hand's image position relative to its shoulder, [T, 2] (x right, y down), as render_clip
     projects it (circle clips are never mirrored)."""
-    pose, _, yaw = S._motion(label, np.random.default_rng(seed), t)
-    pix, _ = S.R.project(S.R.forward_kinematics(pose, len(t)), yaw, 1.0, 100.0, np.zeros((len(t), 2)))
-    side = max(S.R.SIDES, key=lambda s: np.ptp(pix[f"hand_{s}"], axis=0).sum())
+    pose, _, yaw = M.motion(label, np.random.default_rng(seed), t)
+    pix, _ = R.project(R.forward_kinematics(pose, len(t)), yaw, 1.0, 100.0, np.zeros((len(t), 2)))
+    side = max(R.SIDES, key=lambda s: np.ptp(pix[f"hand_{s}"], axis=0).sum())
     return pix[f"hand_{side}"] - pix[f"shoulder_{side}"]
 
 
@@ -183,38 +185,52 @@ def test_circle_direction_on_screen():
             assert np.ptp(hand, axis=0).max() > 15  # a visible circle for a 100-pixel body, not a twitch
 
 
-def test_ccw_is_cw_played_backwards():
-    # The same draws give the same clip but for the circling arm, whose path is cw's reversed: the two classes
-    # share every distribution, and only the order of frames tells them apart.
+@pytest.mark.parametrize("pair", [S.CIRCLE_CLASSES, S.SQUAT_CLASSES])
+def test_second_of_each_pair_is_the_first_played_backwards(pair):
+    # The same draws give the same pose but for the moving limbs, whose path is reversed: the two classes share
+    # every distribution, and only the order of the frames tells them apart.
     t = np.arange(16) / 25.0
     for seed in range(10):
-        cw, _, yaw_cw = S._motion("circle_cw", np.random.default_rng(seed), t)
-        ccw, _, yaw_ccw = S._motion("circle_ccw", np.random.default_rng(seed), t)
-        assert yaw_cw == yaw_ccw and cw.keys() == ccw.keys()
-        np.testing.assert_allclose(_hand_on_screen("circle_ccw", seed, t), _hand_on_screen("circle_cw", seed, t)[::-1],
-                                   atol=1e-9)
-        for key in cw:
-            a, b = np.broadcast_to(cw[key], t.shape), np.broadcast_to(ccw[key], t.shape)
-            if not np.allclose(a, b):
-                assert key.endswith("_abd") and key.startswith(("upper_", "fore_")), key
-                np.testing.assert_allclose(np.exp(1j * b), np.exp(1j * a[::-1]), atol=1e-9)
+        first, _, yaw_first = M.motion(pair[0], np.random.default_rng(seed), t)
+        second, _, yaw_second = M.motion(pair[1], np.random.default_rng(seed), t)
+        assert yaw_first == yaw_second and first.keys() == second.keys()
+        reversed_keys = []
+        for key in first:
+            a, b = (np.exp(1j * np.broadcast_to(pose[key], t.shape)) for pose in (first, second))  # angles mod 2 pi
+            if not np.allclose(a, b, atol=1e-9):
+                np.testing.assert_allclose(b, a[::-1], atol=1e-9)
+                reversed_keys.append(key)
+        assert reversed_keys
 
 
-def test_order_pair_frames_average_alike():
+def test_squat_goes_down_and_stand_up_comes_up():
+    t = np.arange(32) / 25.0
+    for seed in range(10):
+        heights = {}
+        for label in S.SQUAT_CLASSES:
+            pose, _, _ = M.motion(label, np.random.default_rng(seed), t)
+            heights[label] = R.forward_kinematics(pose, len(t))["pelvis"][:, 1]
+        down, up = heights["squat_down"], heights["stand_up"]
+        assert down[0] - down[-1] > 0.15 and up[-1] - up[0] > 0.15  # in body heights
+        np.testing.assert_allclose(up, down[::-1])
+
+
+@pytest.mark.parametrize("pair", [S.CIRCLE_CLASSES, S.SQUAT_CLASSES])
+def test_order_pair_frames_average_alike(pair):
     # What a mean over frames sees is the same for both classes: rendered from the same draws, a cw clip and a ccw
-    # clip differ frame by frame, yet their averages over time nearly match.
+    # clip (a squat_down and a stand_up clip) differ frame by frame, yet their averages over time nearly match.
     spec = S.SyntheticSpec(num_frames=8, width=64, height=48)
     for seed in range(6):
-        cw = S.render_clip("circle_cw", np.random.default_rng(seed), spec).astype(np.float64)
-        ccw = S.render_clip("circle_ccw", np.random.default_rng(seed), spec).astype(np.float64)
-        per_frame = np.abs(cw - ccw).mean()
+        first = S.render_clip(pair[0], np.random.default_rng(seed), spec).astype(np.float64)
+        second = S.render_clip(pair[1], np.random.default_rng(seed), spec).astype(np.float64)
+        per_frame = np.abs(first - second).mean()
         assert per_frame > 0.1
-        assert np.abs(cw.mean(0) - ccw.mean(0)).mean() < 0.2 * per_frame
+        assert np.abs(first.mean(0) - second.mean(0)).mean() < 0.2 * per_frame
 
 
 def test_class_list_is_part_of_the_set(tmp_path):
     root = tmp_path / "synth"
-    pair = replace(TINY, classes=S.ORDER_CLASSES)
+    pair = replace(TINY, classes=S.CIRCLE_CLASSES)
     S.ensure_synthetic(root, pair, workers=1)
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["circle_ccw", "circle_cw"]
     assert S.is_complete(root, pair) and not S.is_complete(root, TINY)
@@ -230,7 +246,8 @@ def _source(root, classes) -> SyntheticSource:
 
 @pytest.mark.parametrize(("classes", "message"), [
     (["circle_cw"], r"data.synthetic.classes=\['circle_cw'\]: must be a list of at least 2 different classes from "
-                    r"walk, run, jump, wave_one, wave_both, bend, circle_cw, circle_ccw, or null \(the default six\)$"),
+                    r"walk, run, jump, wave_one, wave_both, bend, circle_cw, circle_ccw, squat_down, stand_up, or null "
+                    r"\(the default six\)$"),
     (["walk", "swim"], r"data.synthetic.classes=\['walk', 'swim'\]: unknown class swim; must be a list of "),
     (["walk", "walk"], r"data.synthetic.classes=\['walk', 'walk'\]: must be a list of at least 2 different "),
     ("walk", r"data.synthetic.classes=walk: must be a list of "),
@@ -248,5 +265,16 @@ def test_classes_are_selectable(tmp_path, monkeypatch):
     resolve_records(None, None, _source(tmp_path, ["circle_ccw", "circle_cw"]))
     resolve_records(None, None, _source(tmp_path, None))
     # In the one fixed order (a reordered list is the same set); null is exactly the default spec's list.
-    assert [spec.classes for spec in made] == [S.ORDER_CLASSES, S.SYNTHETIC_CLASSES]
+    assert [spec.classes for spec in made] == [S.CIRCLE_CLASSES, S.SYNTHETIC_CLASSES]
     assert made[1] == S.SyntheticSpec(clips_per_class=2, seed=3)
+
+
+def test_circle_pair_refuses_mirrored_training():
+    from behavior.recipe import compose_recipe
+
+    circles = "data.synthetic.classes=[circle_cw,circle_ccw]"
+    with pytest.raises(ConfigError, match=r"^transform.hflip=true: must be false with the synthetic circle_cw / "):
+        compose_recipe([circles])
+    assert compose_recipe([circles, "transform.hflip=false"]).data.synthetic.classes == S.CIRCLE_CLASSES
+    compose_recipe(["data.synthetic.classes=[squat_down,stand_up]"])  # a mirrored squat is still a squat
+    compose_recipe([circles, "data.root=clips"])  # the user's own clips: not the synthetic pair

@@ -52,7 +52,7 @@ def _check_classes(value: object) -> tuple[str, ...] | None:
     """``data.synthetic.classes``: null, or a list of at least 2 different known class names."""
     if value is None:
         return None
-    from behavior.data.synthetic import KNOWN_CLASSES
+    from behavior.data.synthetic_motion import KNOWN_CLASSES
 
     allowed = f"a list of at least 2 different classes from {', '.join(KNOWN_CLASSES)}, or null (the default six)"
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) < 2 \

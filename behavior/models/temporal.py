@@ -7,7 +7,7 @@ Order-blind (the same set of frames in any order gives the same output):
   the mean and learns which frames matter. The last weights are kept in ``last_weights``.
 
 Order-aware (a clip and the same clip reversed differ: clockwise vs counter-clockwise, sit down vs stand up).
-Each adds a small learned term to the mean, ``mean_t(f) + head(f)``, so it starts close to mean pooling:
+Each adds a learned term to the mean, ``mean_t(f) + head(f)``:
 - "tconv": two 1-D convolutions over T (kernel 3, D -> D/4 -> D, ReLU between) as a residual on every frame,
   then the mean over T.
 - "gru": a one-layer GRU (hidden D/3) over the frames in order; its last state, projected back to D.
@@ -38,9 +38,6 @@ class TemporalConv(nn.Module):
         self.reduce = nn.Conv1d(dim, hidden, 3, padding=1)
         self.expand = nn.Conv1d(hidden, dim, 3, padding=1)
 
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.expand.weight, std=0.01)  # a small residual at the start, like the other heads' output
-
     def forward(self, feats: Tensor) -> Tensor:
         x = feats.transpose(1, 2)  # [B, D, T]
         return self.expand(F.relu(self.reduce(x))).mean(dim=2)
@@ -67,13 +64,10 @@ class TemporalTransformer(nn.Module):
         super().__init__()
         width = max(dim // 3 // 4 * 4, 4)  # divisible by the 4 heads
         self.proj = nn.Linear(dim, width)
-        self.positions = nn.Parameter(torch.zeros(1, MAX_POSITIONS, width))
+        self.positions = nn.Parameter(torch.randn(1, MAX_POSITIONS, width) * 0.02)
         self.layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=0.0,
                                                 batch_first=True, norm_first=True)
         self.out = nn.Linear(width, dim)
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.positions, std=0.02)
 
     def position_embeddings(self, t: int) -> Tensor:
         if t <= MAX_POSITIONS:
@@ -105,13 +99,18 @@ class TemporalPool(nn.Module):
         return self.kind in ORDER_AWARE_POOLS
 
     def reset_parameters(self) -> None:
-        """The pool's own start, after the model-wide init (which gives every linear layer std 0.01): attention
-        at uniform weights, the order heads' output small, so that each starts close to the mean."""
+        """The pool's own start, after the model-wide init: attention at uniform weights; in the order heads the
+        convolutions keep the model's He init and the rest goes back to PyTorch's defaults (with the model-wide
+        std-0.01 linear layers, or a small start, tconv and the transformer stayed at chance on some seeds of
+        ``python -m behavior.order_bench``)."""
         if self.score is not None:
             nn.init.zeros_(self.score.weight)
             nn.init.zeros_(self.score.bias)
-        if isinstance(self.order, TemporalConv | TemporalTransformer):
-            self.order.reset_parameters()
+        if self.order is not None:
+            for module in self.order.modules():
+                if module is not self.order and hasattr(module, "reset_parameters"):
+                    if not isinstance(module, nn.Conv1d):
+                        module.reset_parameters()
 
     def forward(self, feats: Tensor) -> Tensor:
         if self.kind == "max":
