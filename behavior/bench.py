@@ -91,7 +91,7 @@ def gflops_per_clip(recipe: Recipe, num_classes: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(recipe.model, num_classes, recipe.flow_channels).eval()
-    channels = (3 if recipe.model.input != "flow" else 0) + (recipe.flow_channels or 0)
+    channels = (3 if "rgb" in recipe.model.streams else 0) + (recipe.flow_channels or 0)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, channels, recipe.sampling.num_frames, recipe.transform.crop_size,

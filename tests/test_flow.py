@@ -149,7 +149,7 @@ def test_the_clip_pipeline_appends_flow_channels(clip_tree):
 
     records = load_records(str(clip_tree), None)[:4]
     classes = {name: i for i, name in enumerate(sorted({r.label for r in records}))}
-    for model_input, channels in (("rgb", 3), ("flow", 4), ("rgb+flow", 7)):
+    for model_input, channels in (("rgb", 3), ("flow", 4), ("rgb+flow", 7), ("stats", 4), ("rgb+stats", 7)):
         recipe = tiny_recipe(f"model.input={model_input}", "flow.stack=2")
         pipeline = ClipPipeline(recipe.sampling, recipe.transform, "pyav", **input_channels(model_input, recipe.flow))
         for train in (True, False):
@@ -161,7 +161,8 @@ def test_the_clip_pipeline_appends_flow_channels(clip_tree):
 def test_model_input_is_checked_in_one_line():
     from behavior.models import ModelConfig
 
-    with pytest.raises(ConfigError, match=r"^model\.input=optical: choose one of rgb, flow, rgb\+flow$"):
+    allowed = r"rgb, flow, stats, rgb\+flow, rgb\+stats, flow\+stats, rgb\+flow\+stats"
+    with pytest.raises(ConfigError, match=rf"^model\.input=optical: choose one of {allowed}$"):
         ModelConfig.preset("behaviornet", input="optical")
     with pytest.raises(ConfigError, match=r"^model\.input=flow: model 'r3d_18' takes RGB clips only"):
         ModelConfig.preset("r3d_18", input="flow")
@@ -173,7 +174,7 @@ def test_a_two_stream_model_runs_through_every_entry_point(clip_tree, tmp_path, 
     from behavior.engine.training import train_run
     from behavior.live.session import LiveSettings
     from behavior.live.session import run as live
-    from behavior.models.fusion import LateFusion
+    from behavior.models.fusion import Fusion
     from behavior.predict.batch import PredictSettings
     from behavior.predict.batch import run as predict
     from behavior.video import open_video
@@ -185,7 +186,7 @@ def test_a_two_stream_model_runs_through_every_entry_point(clip_tree, tmp_path, 
     assert result["metrics"]["num_clips"] > 0
     checkpoint = tmp_path / "run" / "best.pt"
     model, saved = load_model(checkpoint, torch.device("cpu"))
-    assert isinstance(model, LateFusion) and saved.recipe.model.input == "rgb+flow"
+    assert isinstance(model, Fusion) and saved.recipe.model.input == "rgb+flow"
 
     common = {"checkpoint": str(checkpoint), "input": str(clip_tree), "progress": False, "num_workers": 0}
     counts = predict(PredictSettings.from_mapping(command_config("predict", output=str(tmp_path / "p.csv"),

@@ -73,7 +73,7 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    recipe = dataclasses.replace(tiny_recipe("transform.size=32"), model=ModelConfig("test_colour", "rgb", {}))
+    recipe = dataclasses.replace(tiny_recipe("transform.size=32"), model=ModelConfig("test_colour", "rgb", "late", {}))
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "colour.pt", CLASSES, recipe,
                            model=colour_net(len(CLASSES)))
 

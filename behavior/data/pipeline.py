@@ -35,7 +35,7 @@ class ClipPipeline:
     num_frames: Mapping[str, int] = field(default_factory=dict)  # frame counts from the pre-scan, by path
     regions: Mapping[str, Region] = field(default_factory=dict)  # each clip's region, once found
     flow: FlowConfig | None = None  # optical flow channels after the RGB ones; None: RGB only
-    rgb: bool = True  # false: flow channels only (model.input=flow)
+    rgb: bool = True  # false: flow channels only (model.input=flow, stats or flow+stats)
 
     @property
     def resize(self):
@@ -69,5 +69,7 @@ def one_thread(_: int) -> None:
 
 
 def input_channels(model_input: str, flow: FlowConfig) -> dict:
-    """The ``flow`` and ``rgb`` fields of a pipeline feeding a model with ``model.input`` (rgb, flow, rgb+flow)."""
-    return {"flow": flow if model_input != "rgb" else None, "rgb": model_input != "flow"}
+    """The ``flow`` and ``rgb`` fields of a pipeline feeding a model with ``model.input`` ("+"-joined streams: rgb
+    takes the frames, flow and stats the optical flow)."""
+    streams = model_input.split("+")
+    return {"flow": flow if streams != ["rgb"] else None, "rgb": "rgb" in streams}

@@ -203,9 +203,12 @@ class BehaviorNet(nn.Module):
             maps = self.backbone(frames)
         return self.spatial_pool(maps).flatten(1).reshape(b, t, -1)
 
+    def clip_features(self, x: Tensor) -> Tensor:
+        """The clip's feature vector [B, feature_dim], before dropout and the head (a joint fusion head's input)."""
+        return self.temporal_pool(self.frame_features(x))
+
     def forward(self, x: Tensor) -> Tensor:
-        clip = self.temporal_pool(self.frame_features(x))
-        return self.head(self.dropout(clip))
+        return self.head(self.dropout(self.clip_features(x)))
 
 
 @register_model("spatial_attention_net")

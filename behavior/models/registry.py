@@ -19,10 +19,13 @@ from torch import nn
 from behavior.config import Settings, fail, plain
 from behavior.errors import ConfigError
 
-from .fusion import LateFusion
+from .fusion import FUSIONS, STREAMS, Fusion
+from .motion_stats import MotionStats
 
 ModelBuilder = Callable[..., nn.Module]
-INPUTS = ("rgb", "flow", "rgb+flow")
+# model.input: "+"-joined streams in STREAMS order: rgb (the model on frames), flow (the model on optical flow),
+# stats (motion statistics of the flow -> a tiny MLP)
+INPUTS = tuple("+".join(s for i, s in enumerate(STREAMS) if mask >> i & 1) for mask in (1, 2, 4, 3, 5, 6, 7))
 
 _MODELS: dict[str, ModelBuilder] = {}
 
@@ -75,25 +78,28 @@ def model_options(name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelConfig(Settings):
-    """The ``model`` group: a registered model's name, its input (rgb, flow or both) and its options (the rest of
-    the group's keys).
+    """The ``model`` group: a registered model's name, its input (the streams: rgb, flow, stats or a "+" of them),
+    how several streams are fused (late | joint) and its options (the rest of the group's keys).
 
     Checked whole on construction: the name is registered, the model takes that input, every option is given and
     known, and a two-class model builds with these options, so a bad value stops a command before any clip is
-    read. Flow and two-stream models reuse the RGB model's options with the flow channels as ``in_channels``
-    (and no frame differences: flow is motion already), so only models with an ``in_channels`` option take flow."""
+    read. The flow stream reuses the RGB model's options with the flow channels as ``in_channels`` (and no frame
+    differences: flow is motion already), so only models with an ``in_channels`` option take flow."""
 
     GROUP = "model"
     name: str
     input: str
+    fusion: str
     options: Mapping[str, Any]
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
             raise fail("model.input", self.input, f"choose one of {', '.join(INPUTS)}")
-        if self.input != "rgb" and "in_channels" not in model_options(self.name):
-            raise fail("model.input", self.input, f"model {self.name!r} takes RGB clips only (use rgb, or a model "
-                                                  "with an in_channels option such as behaviornet)")
+        if "flow" in self.streams and "in_channels" not in model_options(self.name):
+            raise fail("model.input", self.input, f"model {self.name!r} takes RGB clips only (use rgb or rgb+stats, "
+                                                  "or a model with an in_channels option such as behaviornet)")
+        if self.fusion not in FUSIONS:
+            raise fail("model.fusion", self.fusion, f"choose one of {', '.join(FUSIONS)}")
         options = plain(dict(self.options))
         object.__setattr__(self, "options", options)
         allowed = model_options(self.name)
@@ -109,7 +115,12 @@ class ModelConfig(Settings):
         build_model(self, 2, flow_channels=2)
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self.input.split("+"))
+
+    @property
     def uses_flow(self) -> bool:
+        """Whether the clips carry flow channels (for the flow stream or the motion statistics)."""
         return self.input != "rgb"
 
     @classmethod
@@ -120,19 +131,20 @@ class ModelConfig(Settings):
                                         f"{', '.join(available_models())}")
         options = dict(values)
         _get(options["name"])
-        if "input" not in options:
-            raise ConfigError("model.input is missing (rgb | flow | rgb+flow; every conf/model option sets it)")
-        return cls(options.pop("name"), options.pop("input"), options)
+        for key in ("input", "fusion"):
+            if key not in options:
+                raise ConfigError(f"model.{key} is missing (every conf/model option sets it)")
+        return cls(options.pop("name"), options.pop("input"), options.pop("fusion"), options)
 
     def to_dict(self) -> dict:
-        """The group as it reads in YAML: ``name``, ``input`` and the options side by side."""
-        return {"name": self.name, "input": self.input, **self.options}
+        """The group as it reads in YAML: ``name``, ``input``, ``fusion`` and the options side by side."""
+        return {"name": self.name, "input": self.input, "fusion": self.fusion, **self.options}
 
 
 def build_model(cfg: ModelConfig, num_classes: int, flow_channels: int | None = None) -> nn.Module:
     """The model ``cfg`` names, with its options. Video models take float clips [B, C, T, H, W] and return logits
-    [B, num_classes]: C = 3 for RGB, ``flow_channels`` (2 per flow field: ``FlowConfig.channels``) for flow, both
-    (RGB first) for rgb+flow."""
+    [B, num_classes]: C = 3 for RGB, ``flow_channels`` (2 per flow field: ``FlowConfig.channels``) for flow or
+    stats, both (RGB first) when the input has rgb and another stream."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r}: must be an integer >= 1")
     if cfg.uses_flow and not flow_channels:
@@ -141,15 +153,20 @@ def build_model(cfg: ModelConfig, num_classes: int, flow_channels: int | None = 
     flow_options = {**cfg.options, "in_channels": flow_channels}
     if "frame_diff" in flow_options:
         flow_options["frame_diff"] = False
+    # The joint head and the motion statistics share the model's dropout (0 for models without one).
+    dropout = cfg.options.get("dropout", 0.0)
     try:
-        if cfg.input == "rgb":
-            return builder(num_classes=num_classes, **cfg.options)
-        if cfg.input == "flow":
-            return builder(num_classes=num_classes, **flow_options)
-        return LateFusion(builder(num_classes=num_classes, **cfg.options),
-                          builder(num_classes=num_classes, **flow_options))
+        streams = {"rgb": lambda: builder(num_classes=num_classes, **cfg.options),
+                   "flow": lambda: builder(num_classes=num_classes, **flow_options),
+                   "stats": lambda: MotionStats(num_classes, flow_channels, dropout)}
+        built = {name: streams[name]() for name in cfg.streams}
     except OptionError as err:
         raise OptionError(f"model.{err.key}", err.value, err.allowed) from None
+    if len(built) == 1:
+        return next(iter(built.values()))
+    if cfg.fusion == "joint" and not all(hasattr(module, "clip_features") for module in built.values()):
+        raise fail("model.fusion", "joint", f"model {cfg.name!r} has no clip features to join; use late")
+    return Fusion(built, cfg.fusion, num_classes, dropout)
 
 
 def _get(name: Any) -> ModelBuilder:
