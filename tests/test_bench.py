@@ -16,7 +16,8 @@ from tests.test_pipeline import read_csv
 pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 # Model options come from bench.variants, not the global model group, so no model.* override here.
-SETTINGS = [o for o in TINY if not o.startswith("model.")] + [
+NOT_MODEL = [o for o in TINY if not o.startswith("model.")]
+SETTINGS = NOT_MODEL + [
     "bench.models=[tiny,tiny_noattn]", "bench.seeds=[0]", "trainer.epochs=1",
     "+bench.variants.tiny={base:behaviornet,overrides:{widths:[8,16]}}",
     "+bench.variants.tiny_noattn={base:behaviornet,overrides:{widths:[8,16],attention:false}}"]
@@ -97,3 +98,14 @@ def test_bench_over_folds(tmp_path):
     again = run_module("behavior.bench", *settings)
     assert again.stdout.count("skipped, done already") == 2 and ": start ->" not in again.stdout
     assert (bench / "results.md").read_text() == md
+
+
+def test_bench_of_a_flow_model_times_the_flow(tmp_path):
+    root = make_clip_tree(tmp_path / "clips", per_class=4)
+    bench = tmp_path / "bench"
+    proc = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={bench}", f"data.cache={tmp_path / 'c'}",
+                      "bench.models=[tiny_stats]", "bench.seeds=[0]", "trainer.epochs=1", *NOT_MODEL,
+                      "+bench.variants.tiny_stats={base:behaviornet,overrides:{widths:[8,16],input:rgb+stats}}")
+    assert "optical flow per clip:" in proc.stdout and "cached: none computed" in proc.stdout
+    assert "| optical flow per clip |" in (bench / "results.md").read_text()
+    assert read_csv(bench / "results.csv")[0]["model"] == "tiny_stats"
