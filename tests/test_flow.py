@@ -140,6 +140,9 @@ def test_the_transform_moves_flow_with_the_frames_and_negates_x_on_a_flip():
     letterbox = TransformConfig.preset("letterbox", size=SIZE, crop_size=SIZE)
     padded = build_transform(letterbox, train=False, flow_channels=2)(both[:, :, : SIZE // 2])
     assert torch.allclose(padded[3:, :, :, :10], torch.zeros(2, 4, SIZE, 10))  # the padding has no motion
+    for train in (False, True):  # flow alone (model.input=flow or stats) letterboxed: portrait clips
+        alone = build_transform(letterbox, train=train, flow_channels=2, rgb=False)(flow[:, :, : SIZE // 2])
+        assert alone.shape == (2, 4, SIZE, SIZE)
 
 
 def test_the_clip_pipeline_appends_flow_channels(clip_tree):

@@ -137,10 +137,10 @@ class FlipWithFlow(nn.Module):
         return tv_tensors.wrap(flipped, like=video)
 
 
-def letterbox_fill(cfg: TransformConfig, flow_channels: int = 0) -> list[int]:
-    """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize; flow pads with
-    no motion."""
-    return [round(m * 255) for m in cfg.mean] + [FLOW_ZERO] * flow_channels
+def letterbox_fill(cfg: TransformConfig, flow_channels: int = 0, rgb: bool = True) -> list[int]:
+    """Pad colour for letterboxing: the normalization mean, so padding is ~0 after normalize (RGB channels unless
+    ``rgb`` is false); flow pads with no motion."""
+    return [round(m * 255) for m in cfg.mean] * rgb + [FLOW_ZERO] * flow_channels
 
 
 def geometric_resize(resize: str, size: int) -> v2.Resize:
@@ -155,10 +155,10 @@ def geometric_resize(resize: str, size: int) -> v2.Resize:
     return v2.Resize(None, max_size=size, antialias=True)
 
 
-def _resize(cfg: TransformConfig, flow_channels: int = 0) -> list[nn.Module]:
+def _resize(cfg: TransformConfig, flow_channels: int, rgb: bool) -> list[nn.Module]:
     if cfg.resize == "short_side":
         return [geometric_resize(cfg.resize, cfg.size)]
-    return [geometric_resize(cfg.resize, cfg.size), PadToSquare(letterbox_fill(cfg, flow_channels))]
+    return [geometric_resize(cfg.resize, cfg.size), PadToSquare(letterbox_fill(cfg, flow_channels, rgb))]
 
 
 def _train_crop(cfg: TransformConfig) -> nn.Module:
@@ -182,7 +182,7 @@ def build_transform(cfg: TransformConfig, train: bool, flow_channels: int = 0,
     which DataLoader seeds per worker.
     """
     first_flow = 3 if rgb else 0
-    steps: list[nn.Module] = [ToVideo(first_flow + flow_channels), *_resize(cfg, flow_channels)]
+    steps: list[nn.Module] = [ToVideo(first_flow + flow_channels), *_resize(cfg, flow_channels, rgb)]
     if train:
         steps.append(_train_crop(cfg))
         if cfg.hflip and flow_channels:
