@@ -5,7 +5,8 @@
     maps = attention_maps(model)                         # last map of each SpatialAttention, [N, 1, h, w]
 
 Registered: behaviornet, spatial_attention_net (BehaviorNet over the SpatialAttentionNet backbone),
-and the torchvision 3D-CNN baselines r3d_18, mc3_18, r2plus1d_18.
+and the torchvision 3D-CNN baselines r3d_18, mc3_18, r2plus1d_18. ``model.input`` picks the streams (rgb, flow,
+stats: motion_stats.py) and ``model.fusion`` how several are fused (fusion.py).
 """
 
 from . import baselines as baselines  # noqa: F401  (imported for its registrations)
