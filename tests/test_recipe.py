@@ -24,14 +24,15 @@ def test_unknown_top_level_keys_are_named():
         Recipe.from_config(values)
 
 
-@pytest.mark.parametrize(("name", "manifest", "root", "resize"), [
-    ("surveillance_fight", "../shared/datasets/surveillance_fight/groups.csv", None, "short_side"),
-    ("basketball", None, "../shared/datasets/basketball", "letterbox"),
+@pytest.mark.parametrize(("name", "manifest", "root", "resize", "model_input", "epochs"), [
+    ("surveillance_fight", "../shared/datasets/surveillance_fight/groups.csv", None, "short_side", "rgb", 10),
+    ("basketball", None, "../shared/datasets/basketball", "letterbox", "rgb+flow", 30),
 ])
-def test_an_experiment_is_a_whole_recipe(name, manifest, root, resize):
+def test_an_experiment_is_a_whole_recipe(name, manifest, root, resize, model_input, epochs):
     recipe = compose_recipe([f"experiment={name}"])
     assert (recipe.data.manifest, recipe.data.root, recipe.transform.resize) == (manifest, root, resize)
-    assert recipe.transform.crop_size == 80 and recipe.trainer.epochs == 10 and recipe.trainer.report_on == "last"
+    assert recipe.model.input == model_input and recipe.trainer.epochs == epochs
+    assert recipe.transform.crop_size == 80 and recipe.trainer.report_on == "last"
     # Command-line values still win over the experiment's.
     assert compose_recipe([f"experiment={name}", "trainer.epochs=3"]).trainer.epochs == 3
 
