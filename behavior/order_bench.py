@@ -67,9 +67,10 @@ def centred(clips: Tensor) -> Tensor:
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Correct / total as an exact ratio (a float32 mean made 38 of 40 read 0.94999999, under 0.95)."""
     model.eval()
     with torch.no_grad():
-        return (model(x).argmax(dim=1) == y).float().mean().item()
+        return int((model(x).argmax(dim=1) == y).sum()) / len(y)
 
 
 def train_pool(pool: str, bench: OrderBench, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
