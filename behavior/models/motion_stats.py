@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from behavior.data.flow import SCALE, ZERO
+from behavior.data.flow import SCALE
 from behavior.data.transforms import FLOW_STD
 
 MAGNITUDE_EDGES = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # in units of the bound: 8 bins, finer near rest
@@ -33,10 +33,9 @@ PER_FIELD = len(MAGNITUDE_EDGES) + 1 + DIRECTION_BINS + 7 + GRID * GRID
 TIME_SUMMARIES = 4  # mean, std, max, mean |change|
 FEATURES = PER_FIELD * TIME_SUMMARIES
 HIDDEN = 32
-# The pipeline normalises a flow code q to (q / 255 - ZERO / 255) / FLOW_STD; a displacement of one bound is
+# The pipeline normalises a flow code q to (q / 255 - 128 / 255) / FLOW_STD; a displacement of one bound is
 # SCALE codes away from ZERO. This turns a normalised value back into displacement / bound.
 TO_BOUND_UNITS = FLOW_STD * 255 / SCALE
-assert ZERO == 128
 
 
 def flow_statistics(flow: Tensor) -> Tensor:
