@@ -210,3 +210,99 @@ def command_help(config_name: str) -> str:
     out.append("Print the configuration these make with --cfg job.")
     return "\n".join(out) + "\n"
 
+
+# Hydra flags whose next argument is their value, never an override
+VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg", "-p", "--package",
+               "--experimental-rerun"}
+OPENING = re.compile(r"[\[{]|[A-Za-z_]\w*\(")  # a list, a mapping or a function call starts the value
+
+
+def parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except HydraException:  # OverrideParseException included
+        return False
+    return True
+
+
+def meant_as_text(value: str) -> bool:
+    """Whether a value Hydra cannot read is plain text (a path, a name) rather than a broken piece of its grammar.
+
+    Not text: a value already in quotes (its escaping is wrong), a list or mapping literal (``[1, 2`` or
+    ``{a: 1``: one that does not close, or closes only at its end), a function call (``choice(a,b)``,
+    ``range(1,3``, alike) and an interpolation OmegaConf cannot read (``${oops``): quoting would turn a typo into a
+    string that fails later, far from the command line."""
+    from omegaconf import grammar_parser
+    from omegaconf.errors import GrammarParseError
+
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return False
+    opening = OPENING.match(value)
+    if opening:
+        close = {"[": "]", "{": "}"}.get(opening[0], ")")
+        if close not in value[opening.end():-1] or value.endswith(close):
+            return False
+    if "${" in value:
+        try:
+            grammar_parser.parse(value)
+        except GrammarParseError:
+            return False
+    return True
+
+
+def quote_override(override: str) -> str:
+    """``override`` with its value in single quotes when Hydra cannot read it as typed but can once quoted and it
+    is :func:`meant_as_text`; otherwise unchanged. See :func:`quote_overrides`."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    key, equal, value = override.partition("=")
+    if not equal or override.startswith(("-", "~")) or not meant_as_text(value) or parses(override):
+        return override
+    # with_quotes is the exact inverse of Hydra's un-escaping: \ before a quote (or the closing one) is doubled
+    quoted = f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
+    return quoted if parses(quoted) else override
+
+
+def quote_overrides(overrides: list[str]) -> list[str]:
+    """The command-line overrides with values Hydra's grammar rejects quoted, so they mean the text typed.
+
+    ``input=clips/café``, ``input=~/clips``, ``input=clips/[a]/x.mp4``, ``output=a#b.csv``, ``input=it's.mp4``
+    stop Hydra with a LexerNoViableAltException or a mismatched-input error; ``input='clips/café'`` is read as
+    the path. The rule: a ``key=value`` (``+key=value``, ``++key=value``) whose value does not parse as typed,
+    does once quoted, and is :func:`meant_as_text` is quoted; everything else is left as it is: values that
+    parse (numbers, lists, interpolations, sweeps keep their meaning), ``~key`` deletions, flags and their
+    arguments, and broken lists, mappings, quotes, function calls and interpolations (Hydra's error about them
+    is the useful one; see :func:`override_hint`)."""
+    out, flag_value = [], False
+    for arg in overrides:
+        out.append(arg if flag_value else quote_override(arg))
+        flag_value = arg in VALUE_FLAGS
+    return out
+
+
+def override_hint(override: str) -> str | None:
+    """One line on how to fix an override that Hydra cannot read and quoting does not fix; None for one that
+    parses (or is fixed by :func:`quote_override`)."""
+    if parses(quote_override(override)):
+        return None
+    key, equal, value = override.partition("=")
+    if not equal:
+        return f"{override!r} is not key=value (or group=option); delete a key with ~key"
+    if not parses(f"{key}=0"):
+        return (f"{key!r} is not a key: use letters, digits, _ and - joined by dots (data.root), with + to add a key "
+                "or ++ to add or replace one")
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return (f"inside {value[0]}...{value[0]}, write a quote of the same kind as \\{value[0]} and a backslash "
+                f"before a quote as \\\\: {key}='it\\'s'")
+    if value[:1] in ("[", "{"):
+        return "a list is [a, b] and a mapping {k: v}: check the brackets and commas; quote the value to mean it " \
+               f"as text: {key}='{value}'"
+    if OPENING.match(value) and OPENING.match(value)[0].endswith("("):
+        return "sweep functions are choice, range, interval, glob, sort, shuffle, tag, int, float, str, bool, " \
+               f"json_str; quote the value to mean it as text: {key}='{value}'"
+    if "${" in value:
+        return "an interpolation reads ${other.key} or ${resolver:argument}; check its braces"
+    return f"see Hydra's override grammar; quote the value to mean it as text: {key}='...'"

@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from behavior.usage import command_help, read_notes
+from behavior.config import compose_config
+from behavior.usage import command_help, override_hint, quote_overrides, read_notes
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,50 @@ def test_comment_parser(tmp_path):
                      "nested.inner": "above the key trailing continued",
                      "nested.other": "not a continuation: above the next key", "after": "after"}
 
+
+TRICKY = ["clips/café", "clips/[a]/x.mp4", "~/clips", "my clips", "clips/café [1]", "C:\\clips\\café",
+          "\\\\server\\share\\é", "a#b.mp4", "a=b.mp4", "x(1).mp4", "it's.mp4", 'say "hi".mp4', "it\\'s",
+          "end\\é\\", "[2023] clip.mp4", "{x} y.mp4", "a;b&c!.mp4", "😀.mp4", "clips/$x ü"]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_quoted_values_compose_to_the_text_typed(value):
+    quoted, = quote_overrides([f"input={value}"])
+    assert compose_config("predict", [quoted]).input == value
+    assert override_hint(f"input={value}") is None
+
+
+@pytest.mark.parametrize("override", ["+extra=clips/café", "++input=~/x"])
+def test_added_keys_are_quoted_too(override):
+    key, _, value = override.partition("=")
+    quoted, = quote_overrides([override])
+    assert quoted == f"{key}='{value}'"
+    assert compose_config("predict", [quoted])[key.lstrip("+")] == value
+
+
+@pytest.mark.parametrize("override", ["input=clips/a.mp4", "top_k=5", "extensions=[.mp4,.avi]", "input=my clips",
+                                      "input=${output}", "num_views=null", "input='clips/café'", "~input",
+                                      "model=r3d_18,mc3_18", "input=", "input=[1,2", "input={a:1", "input=choice(a,b",
+                                      "input=chioce(a,b)", "input=range(1,3", "input=${oops", "input='bad'x'"])
+def test_left_alone(override):
+    assert quote_overrides([override]) == [override]
+
+
+def test_flags_and_their_values_are_left_alone():
+    args = ["--cfg", "job", "-cd", "conf=é", "--config-name=a=é", "-m", "input=é"]
+    assert quote_overrides(args) == args[:-1] + ["input='é'"]
+
+
+def test_values_that_parse_keep_their_meaning():
+    cfg = compose_config("predict", quote_overrides(["extensions=[.mp4,.avi]", "top_k=5", "output=${input}.csv",
+                                                     "input=clips/é"]))
+    assert list(cfg.extensions) == [".mp4", ".avi"] and cfg.top_k == 5
+    assert cfg.output == "clips/é.csv"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("input=[1,2", "brackets"), ("input=chioce(a,b)", "sweep functions"), ("input=${oops", "interpolation"),
+    ("input='bad'x'", "\\'"), ("café=1", "not a key"), ("justtext", "not key=value")])
+def test_hints_for_what_quoting_cannot_fix(override, words):
+    hint = override_hint(override)
+    assert hint and words in hint and "\n" not in hint
