@@ -256,14 +256,19 @@ def meant_as_text(value: str) -> bool:
 def quote_override(override: str) -> str:
     """``override`` with its value in single quotes when Hydra cannot read it as typed but can once quoted and it
     is :func:`meant_as_text`; otherwise unchanged. See :func:`quote_overrides`."""
-    from hydra.core.override_parser.types import Quote, QuotedString
-
     key, equal, value = override.partition("=")
     if not equal or override.startswith(("-", "~")) or not meant_as_text(value) or parses(override):
         return override
-    # with_quotes is the exact inverse of Hydra's un-escaping: \ before a quote (or the closing one) is doubled
-    quoted = f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
+    quoted = f"{key}={single_quoted(value)}"
     return quoted if parses(quoted) else override
+
+
+def single_quoted(value: str) -> str:
+    """``value`` in single quotes as Hydra reads them: ``'it\\'s'`` is it's, ``'C:\\\\'`` is C:\\."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    # with_quotes is the exact inverse of Hydra's un-escaping: \ before a quote (or the closing one) is doubled
+    return QuotedString(text=value, quote=Quote.single).with_quotes()
 
 
 def quote_overrides(overrides: list[str]) -> list[str]:
@@ -275,7 +280,8 @@ def quote_overrides(overrides: list[str]) -> list[str]:
     does once quoted, and is :func:`meant_as_text` is quoted; everything else is left as it is: values that
     parse (numbers, lists, interpolations, sweeps keep their meaning), ``~key`` deletions, flags and their
     arguments, and broken lists, mappings, quotes, function calls and interpolations (Hydra's error about them
-    is the useful one; see :func:`override_hint`)."""
+    is the useful one; see :func:`override_hint`). Hydra's escapes in a value typed without quotes keep their
+    meaning there: ``a\\\\b`` is ``a\\b`` and ``a\\,b`` is ``a,b``."""
     out, flag_value = [], False
     for arg in overrides:
         out.append(arg if flag_value else quote_override(arg))
@@ -299,10 +305,10 @@ def override_hint(override: str) -> str | None:
                 f"before a quote as \\\\: {key}='it\\'s'")
     if value[:1] in ("[", "{"):
         return "a list is [a, b] and a mapping {k: v}: check the brackets and commas; quote the value to mean it " \
-               f"as text: {key}='{value}'"
+               f"as text: {key}={single_quoted(value)}"
     if OPENING.match(value) and OPENING.match(value)[0].endswith("("):
         return "sweep functions are choice, range, interval, glob, sort, shuffle, tag, int, float, str, bool, " \
-               f"json_str; quote the value to mean it as text: {key}='{value}'"
+               f"json_str; quote the value to mean it as text: {key}={single_quoted(value)}"
     if "${" in value:
         return "an interpolation reads ${other.key} or ${resolver:argument}; check its braces"
     return f"see Hydra's override grammar; quote the value to mean it as text: {key}='...'"

@@ -178,3 +178,9 @@ def test_values_that_parse_keep_their_meaning():
 def test_hints_for_what_quoting_cannot_fix(override, words):
     hint = override_hint(override)
     assert hint and words in hint and "\n" not in hint
+
+
+@pytest.mark.parametrize("value", ["[it's", "range(1,'2"])
+def test_hints_suggest_a_quoting_that_works(value):
+    suggestion = override_hint(f"input={value}").rsplit(": ", 1)[1]
+    assert compose_config("predict", [suggestion]).input == value
