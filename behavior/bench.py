@@ -230,12 +230,22 @@ def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dic
     return rows
 
 
-@entry_point("bench")
-def main(cfg: DictConfig) -> None:
-    recipe = Recipe.from_config(cfg, extra_keys=("bench",))
-    bench = BenchSettings.from_mapping(cfg.bench)
+@dataclass(frozen=True)
+class BenchPlan:
+    recipe: Recipe
+    bench: BenchSettings
+
+
+def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> BenchPlan:
+    """The settings, checked before the bench folder exists; the runs check their data one by one (a bench
+    folder that holds finished runs is continued: they are skipped)."""
+    return BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench))
+
+
+@entry_point("bench", prepare=prepare, log=True)
+def main(cfg: DictConfig, plan: BenchPlan) -> None:
     bench_dir = hydra_run_dir()
-    rows = run_bench(recipe, bench, bench_dir)
+    rows = run_bench(plan.recipe, plan.bench, bench_dir)
     print((bench_dir / "results.md").read_text(encoding="utf-8"))
     print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
 

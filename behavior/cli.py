@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from behavior.errors import BehaviorError
-from behavior.paths import conf_dir
+from behavior.paths import conf_dir, user_path
+from behavior.runlog import capture_output, tee_output
+from behavior.usage import command_help, override_hint, quote_overrides, single_quoted
 from behavior.video import DecoderUnavailableError, VideoDecodeError
 
 USER_ERRORS = (BehaviorError, VideoDecodeError, DecoderUnavailableError)
@@ -27,35 +31,79 @@ def one_line_errors(main):
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted: checkpoints written so far are kept", file=sys.stderr)
+            print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     return wrapper
 
 
-def entry_point(config_name: str):
+def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], Any] | None = None,
+                log: bool = False):
     """``@hydra.main`` over ``conf/<config_name>.yaml`` plus one-line errors, for ``python -m behavior.<stage>``.
 
-    Hydra reports a bad command-line override (unknown key, missing option, syntax) in five lines with exit
-    status 1; the overrides are composed once first so such a mistake is one ``error: ...`` line and status 2,
-    like every other configuration error."""
+    A refused command leaves no trace: Hydra creates the run folder and writes ``.hydra/`` before the task runs,
+    so everything that can be checked without writing is checked first. The overrides are composed once (a bad
+    override is one ``error: ...`` line and status 2, not Hydra's five lines and status 1), then
+    ``prepare(cfg, run_dir, run_dir_given)`` checks the settings, paths, data and run folder and returns the plan
+    the task carries out: ``task(cfg, plan)``. A plan may move the run to ``plan.run_dir`` (evaluate next to a
+    training run). With ``log`` what the command prints also goes to ``<run folder>/<config_name>.log``.
+    ``-m`` sweeps and Hydra's own flags skip the early checks; the task then prepares inside each run folder."""
 
     def decorate(task):
-        hydra_main = hydra.main(config_path=str(conf_dir()), config_name=config_name,
-                                version_base="1.3")(one_line_errors(task))
-
         @functools.wraps(task)
-        def main(cfg_passthrough=None):
-            if cfg_passthrough is None:
-                message = override_error(config_name, sys.argv[1:])
+        def main() -> Any:
+            args = quote_overrides(sys.argv[1:])
+            if any(arg in ("-h", "--help") for arg in args):
+                print(command_help(config_name))
+                sys.exit(0)
+            plan, early = None, ""
+            if not any(arg.startswith("-") for arg in args):
+                message = override_error(config_name, args)
                 if message:
                     print(f"error: {message}", file=sys.stderr)
                     sys.exit(2)
-            return hydra_main(cfg_passthrough)
+                if prepare is not None:
+                    cfg, run_dir, given = composed_run(config_name, args)
+                    with capture_output() as printed:
+                        plan = one_line_errors(prepare)(cfg, run_dir, given)
+                    early = printed.getvalue()
+                    chosen = Path(getattr(plan, "run_dir", run_dir))
+                    # The folder the checks were made for, whatever the clock says when Hydra resolves ${now:...}.
+                    args = [a for a in args if not a.startswith("hydra.run.dir=")]
+                    args.append(f"hydra.run.dir={single_quoted(str(chosen))}")
+            sys.argv = [sys.argv[0], *args]
+
+            def run(cfg: DictConfig) -> Any:
+                def carry_out() -> Any:
+                    if prepare is None:
+                        return task(cfg)
+                    return task(cfg, plan if plan is not None else prepare(cfg, hydra_run_dir(), True))
+
+                if not log:
+                    return one_line_errors(carry_out)()
+                with tee_output(hydra_run_dir() / f"{config_name}.log", early):
+                    return one_line_errors(carry_out)()
+
+            run.__wrapped__ = task  # Hydra names the job after the task's module (or file, run as __main__)
+            return hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(run)()
 
         return main
 
     return decorate
+
+
+def composed_run(config_name: str, overrides: list[str]) -> tuple[DictConfig, Path, bool]:
+    """The config Hydra will hand the task, the run folder it will create, and whether ``hydra.run.dir`` was
+    given on the command line."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    run_dir = user_path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    given = any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, run_dir, given
 
 
 def override_error(config_name: str, overrides: list[str]) -> str | None:
@@ -78,7 +126,8 @@ def override_error(config_name: str, overrides: list[str]) -> str | None:
                 return f"{group}={name}: no such option in conf/{group}/; available: {', '.join(err.options)}"
             return first_line(err)
         except OverrideParseException as err:
-            return f"cannot read the override {err.override!r}: {first_line(err)}"
+            hint = override_hint(err.override or "")
+            return f"cannot read the override {err.override!r}: {first_line(err)}" + (f"; {hint}" if hint else "")
         except (HydraException, OmegaConfBaseException) as err:
             key = getattr(err.__cause__, "full_key", None)
             if key:

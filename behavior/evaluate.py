@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
-from behavior.cli import entry_point, hydra_run_dir
+from behavior.cli import entry_point
 from behavior.config import Settings, check_bool, check_device, check_number, check_text, device_of
 from behavior.data.prepare import clip_cache, clip_regions, resolve_records
-from behavior.data.prescan import prescan, write_bad_clips
+from behavior.data.pipeline import ClipPipeline
+from behavior.data.prescan import ScanResult, prescan, write_bad_clips
 from behavior.data.settings import EvaluateData
-from behavior.engine.checkpoint import load_model
+from behavior.engine.checkpoint import Checkpoint, load_model
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.inference import pipeline_of
 from behavior.engine.loop import amp_enabled
@@ -48,9 +52,33 @@ class EvaluateSettings(Settings):
         check_bool("progress", self.progress)
 
 
-def run(settings: EvaluateSettings) -> dict:
-    start = time.perf_counter()
-    run_dir = hydra_run_dir()
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """An evaluation checked before its folder exists: the model, the readable clips and where the report goes."""
+
+    settings: EvaluateSettings
+    run_dir: Path
+    model: torch.nn.Module
+    checkpoint: Checkpoint
+    checkpoint_sha256: str
+    pipeline: ClipPipeline
+    scan: ScanResult
+
+
+def report_folder(run_dir: Path) -> Path:
+    """Where the report goes: ``run_dir``, unless that folder already holds files (a training run's folder, an
+    earlier evaluation): then a new sub-folder of it, so nothing finished is replaced."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return run_dir
+    inside = run_dir / f"evaluate_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    holds = "a training run" if (run_dir / "best.pt").exists() or (run_dir / "last.pt").exists() else "files"
+    print(f"warning: hydra.run.dir={run_dir} holds {holds}; left as it is: the report goes to {inside}",
+          file=sys.stderr)
+    return inside
+
+
+def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> EvaluatePlan:
+    settings = EvaluateSettings.from_mapping(cfg)
     device = device_of(settings.device)
     model, checkpoint = load_model(settings.checkpoint, device)
     checkpoint_sha256 = file_sha256(settings.checkpoint)  # now: the bytes loaded, even if the file is replaced later
@@ -63,29 +91,39 @@ def run(settings: EvaluateSettings) -> dict:
     pipeline = pipeline_of(checkpoint, settings.decode.backend, settings.num_views)
     scan = prescan(records, backend=pipeline.backend, verify=data.prescan == "full", progress=settings.progress,
                    timeout=data.decode_timeout)
+    if not scan.good:
+        raise DataError(f"no readable clips under {data.root or data.manifest}")
+    return EvaluatePlan(settings, report_folder(run_dir), model, checkpoint, checkpoint_sha256,
+                        pipeline, scan)
+
+
+def run(plan: EvaluatePlan) -> dict:
+    start = time.perf_counter()
+    settings, run_dir, scan, checkpoint = plan.settings, plan.run_dir, plan.scan, plan.checkpoint
+    data = settings.data
+    device = device_of(settings.device)
     write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
-    if not scan.good:
-        raise DataError(f"no readable clips under {data.root or data.manifest}")
+    pipeline = plan.pipeline
     cache = clip_cache(data, pipeline.backend, pipeline.transform, pipeline.flow)
     # The checkpoint's region settings: evaluation crops the way training did.
     regions = clip_regions({"evaluate": scan.good}, pipeline.roi, pipeline.backend, scan.num_frames, run_dir,
                            settings.progress, cache)
     pipeline = replace(pipeline, timeout=data.decode_timeout, cache=cache, num_frames=scan.num_frames,
                        regions=regions)
-    metrics = evaluate_split(model, scan.good, checkpoint.class_names, pipeline, device,
+    metrics = evaluate_split(plan.model, scan.good, checkpoint.class_names, pipeline, device,
                              amp_enabled(settings.amp, device),
                              EvalLoader(settings.batch_size, settings.num_workers, settings.progress), run_dir,
                              "evaluate", extra={"checkpoint": settings.checkpoint, "unreadable_clips": len(scan.bad)},
-                             checkpoint=settings.checkpoint, checkpoint_sha256=checkpoint_sha256)
+                             checkpoint=settings.checkpoint, checkpoint_sha256=plan.checkpoint_sha256)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics
 
 
-@entry_point("evaluate")
-def main(cfg: DictConfig) -> float:
-    return run(EvaluateSettings.from_mapping(cfg))["top1"]
+@entry_point("evaluate", prepare=prepare, log=True)
+def main(cfg: DictConfig, plan: EvaluatePlan) -> float:
+    return run(plan)["top1"]
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ def test_checkpoint_errors_are_clear(tmp_path):
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="not a behavior checkpoint"):
         read_checkpoint(other)
+    video = tmp_path / "clip.mp4"  # a file of another kind altogether: no advice about torch.load's options
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    with pytest.raises(CheckpointError, match=r"clip\.mp4: not a behavior checkpoint \(not a file written by "
+                                              r"torch\.save\)") as err:
+        read_checkpoint(video)
+    assert "weights_only" not in str(err.value)
     bad_recipe = tmp_path / "bad_recipe.pt"
     recipe = state()["recipe"]
     torch.save(state(recipe={**recipe, "model": {**recipe["model"], "widths": []}}), bad_recipe)
@@ -69,8 +75,9 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.pt"
     torch.save(state(payload=_CreatesFile(marker)), evil)
-    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match="cannot be loaded safely") as err:
         read_checkpoint(evil)
+    assert "weights_only" not in str(err.value)
     assert not marker.exists()
 
 

@@ -51,7 +51,7 @@ def test_evaluate_help(helps):
     table = rows(text)
     assert table["data.root=null"] == "folder-per-class tree; class folders must be among the checkpoint's classes"
     assert table["decode.backend=null"] == "null = the backend the checkpoint was trained with"
-    assert table["checkpoint=null"] == ""
+    assert table["checkpoint=null"] == "a behavior.train checkpoint (best.pt)"
     assert "hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d_%H-%M-%S}" in table
     assert "Override any key as key=value" in text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from behavior.data.flow import FlowConfig
 from behavior.data.prescan import BadClip, prescan, write_bad_clips
 from behavior.data.records import ClipRecord
 from behavior.data.roi import Region, RegionCache, RoiConfig, find_regions, summarise_regions, write_regions
-from behavior.data.scan import load_records
+from behavior.data.scan import empty_class_folders, load_records
 from behavior.data.settings import DataConfig, EvaluateData, SyntheticSource
 from behavior.data.splits import Split, split_records, write_split
 from behavior.data.transforms import TransformConfig
@@ -48,9 +49,17 @@ def resolve_records(root: str | None, manifest: str | None,
     return records, Path(manifest).parent if manifest else Path(root)
 
 
-def prepare_data(data: DataConfig, backend: str, seed: int, run_dir: Path | None = None,
-                 progress: bool = True) -> PreparedData:
+def prepare_data(data: DataConfig, backend: str, seed: int, progress: bool = True) -> PreparedData:
+    """Find, pre-scan and split the clips; reads only (a run's records are written by :func:`write_data_records`).
+
+    What changes what is learned is said before training, in one block (:func:`dataset_warnings`)."""
     records, base = resolve_records(data.root, data.manifest, data.synthetic)
+
+    def split(clips: list[ClipRecord]) -> Split:
+        return split_records(clips, data.split, data.val_fraction, data.test_fraction, seed,
+                             data.split_files.to_dict(), base, data.folds, data.fold)
+
+    split(records)  # a split that cannot be made (no groups, missing list files) stops before the long pre-scan
     start = time.perf_counter()
     if data.prescan == "off":
         good, bad, num_frames = records, [], {}
@@ -59,21 +68,53 @@ def prepare_data(data: DataConfig, backend: str, seed: int, run_dir: Path | None
                        progress=progress, timeout=data.decode_timeout)
         good, bad, num_frames = scan.good, scan.bad, scan.num_frames
         print(f"scanned {len(records)} clips in {time.perf_counter() - start:.1f}s: {len(good)} readable, "
-              f"{len(bad)} unreadable" + (" (listed in bad_clips.csv)" if bad and run_dir else ""))
+              f"{len(bad)} unreadable" + (" (listed in bad_clips.csv)" if bad else ""))
     if not good:
         raise DataError(f"no readable clips among {len(records)} (first reason: {bad[0].reason if bad else '-'})")
-    if run_dir is not None and data.prescan != "off":  # written even when empty: proof the scan ran
-        write_bad_clips(run_dir / "bad_clips.csv", bad)
-    class_names = sorted({r.label for r in records})
+    class_names = sorted({r.label for r in good})
     if len(class_names) < 2:
-        raise DataError(f"need at least 2 classes, found {class_names}")
-    split = split_records(good, data.split, data.val_fraction, data.test_fraction, seed,
-                          data.split_files.to_dict(), base, data.folds, data.fold)
-    if not split.train:
+        unreadable = sorted({r.label for r in records} - set(class_names))
+        raise DataError(f"need at least 2 classes with readable clips, found {class_names}"
+                        + (f" (no clip of {unreadable} is readable: see the pre-scan)" if unreadable else ""))
+    prepared = PreparedData(class_names, split(good), num_frames, bad)
+    warnings = dataset_warnings(records, prepared, data)
+    if warnings:
+        print("dataset check: " + str(len(warnings)) + " thing(s) change what is learned")
+        print("\n".join(f"  warning: {line}" for line in warnings))
+    if not prepared.split.train:
         raise DataError("the training split is empty")
-    if run_dir is not None:
-        write_split(run_dir / "split.csv", split)
-    return PreparedData(class_names, split, num_frames, bad)
+    return prepared
+
+
+def dataset_warnings(records: Sequence[ClipRecord], prepared: PreparedData, data: DataConfig) -> list[str]:
+    """Dataset problems a run would otherwise carry silently: classes left with no readable clip, class folders
+    with no clips, classes too small for every part of the split, an empty validation split."""
+    found = Counter(r.label for r in records)
+    readable = Counter(r.label for r in prepared.split.train + prepared.split.val + prepared.split.test)
+    lines = [f"class {name!r}: none of its {found[name]} clip(s) is readable: left out (reasons in bad_clips.csv)"
+             for name in sorted(set(found) - set(readable))]
+    if data.root:
+        lines += [f"class folder {name!r} holds no video clips: not a class"
+                  for name in empty_class_folders(user_path(data.root))]
+    wanted = {"val": data.val_fraction > 0 or data.split == "kfold", "test": data.test_fraction > 0
+              or data.split == "kfold"}
+    for name in prepared.class_names:
+        missing = [part for part, recs in prepared.split.parts().items()
+                   if part != "train" and wanted.get(part) and not any(r.label == name for r in recs)]
+        if missing and data.split != "predefined":
+            lines.append(f"class {name!r} has {readable[name]} readable clip(s): none in {' or '.join(missing)}")
+    if not prepared.split.val:
+        lines.append("the validation split is empty: best.pt is the epoch with the best training accuracy and "
+                     "trainer.patience has no effect (set data.val_fraction > 0)")
+    return lines
+
+
+def write_data_records(run_dir: Path, data: DataConfig, prepared: PreparedData) -> None:
+    """The run's ``split.csv`` and, when the clips were pre-scanned, ``bad_clips.csv`` (even when empty: proof
+    the scan ran)."""
+    if data.prescan != "off":
+        write_bad_clips(run_dir / "bad_clips.csv", prepared.bad)
+    write_split(run_dir / "split.csv", prepared.split)
 
 
 def clip_cache(data: DataConfig | EvaluateData, backend: str, transform: TransformConfig,

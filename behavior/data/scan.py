@@ -9,6 +9,7 @@ from pathlib import Path
 from behavior.config import fail
 from behavior.data.records import ClipRecord
 from behavior.errors import DataError
+from behavior.paths import user_path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -42,12 +43,21 @@ def scan_folder(root: str | Path, extensions=VIDEO_EXTENSIONS) -> list[ClipRecor
         raise fail("data.root", root, "is a file, not a folder of class sub-folders" if root.exists()
                    else "folder not found")
     records = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for class_dir in class_folders(root):
         records += [ClipRecord(str(p), class_dir.name) for p in find_videos(class_dir, extensions)]
     if not records:
         raise DataError(f"data.root: no video clips in class sub-folders of {root} "
                         f"(expected {root}/<class>/<clip>{extensions[0]})")
     return records
+
+
+def class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def empty_class_folders(root: Path, extensions=VIDEO_EXTENSIONS) -> list[str]:
+    """Names of the sub-folders of ``root`` without a video clip: :func:`scan_folder` makes no class of them."""
+    return [p.name for p in class_folders(root) if not find_videos(p, extensions)]
 
 
 def read_manifest(manifest: str | Path) -> list[ClipRecord]:
@@ -78,8 +88,10 @@ def read_manifest(manifest: str | Path) -> list[ClipRecord]:
 def load_records(root: str | None, manifest: str | None) -> list[ClipRecord]:
     if root and manifest:
         raise fail("data.manifest", manifest, f"data.root={root} is set too; give one of them")
+    # Absolute paths, so every record of a run (split.csv, predictions.csv) names its clip the same way
+    # wherever it is read from, as predict's files do.
     if manifest:
-        return read_manifest(manifest)
+        return read_manifest(user_path(manifest))
     if root:
-        return scan_folder(root)
+        return scan_folder(user_path(root))
     raise fail("data.root", None, "no dataset given (set data.root=DIR or data.manifest=FILE)")

@@ -58,13 +58,19 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
         raise CheckpointError(f"{key}={path}: is a folder; give a checkpoint file (e.g. {path / 'best.pt'})")
     if not path.is_file():
         raise CheckpointError(f"{key}={path}: file not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive; anything else was never saved by behavior.train
+        raise CheckpointError(f"{key}={path}: not a behavior checkpoint (not a file written by torch.save); give "
+                              "a training run's best.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in first_line or "Weights only load failed" in first_line:
-            first_line = "not a checkpoint of plain tensors and containers"  # never advise weights_only=False
-        raise CheckpointError(f"{key}={path}: cannot be loaded safely ({first_line})") from None
+            first_line = "it holds more than tensors and plain containers"  # never advise weights_only=False
+        raise CheckpointError(f"{key}={path}: not a behavior checkpoint: it cannot be loaded safely ({first_line})") \
+            from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{key}={path}: not a behavior checkpoint of this version (needs keys "
                               f"{', '.join(REQUIRED_KEYS)}); retrain it with behavior.train")

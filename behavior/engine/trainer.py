@@ -86,22 +86,28 @@ def checkpoint_mismatch(saved: Checkpoint, model: ModelConfig, class_names: list
     return "; ".join(diffs)
 
 
-def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, model_config: ModelConfig,
-            class_names: list[str]) -> FitState:
+def resumable_checkpoint(path: str | Path, model_config: ModelConfig, class_names: list[str]) -> Checkpoint:
+    """``trainer.resume``'s checkpoint, read and checked: the same model and class list, and a training
+    state to continue (a last.pt, not an exported best.pt)."""
     saved = read_checkpoint(path, "trainer.resume")
     differs = checkpoint_mismatch(saved, model_config, class_names)
     if differs:
         raise CheckpointError(f"trainer.resume={path}: the checkpoint is of another model or class list: {differs}")
-    state = saved.state
+    missing = [key for key in RESUME_KEYS if key not in saved.state]
+    if missing:
+        raise CheckpointError(f"trainer.resume={path}: holds no {', '.join(missing)} (not written by a training "
+                              "run's epoch); resume from a last.pt")
+    return saved
+
+
+def restore(path: str | Path, model: nn.Module, optimizer, scheduler, scaler, model_config: ModelConfig,
+            class_names: list[str]) -> FitState:
+    state = resumable_checkpoint(path, model_config, class_names).state
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as err:
         raise CheckpointError(f"trainer.resume={path}: weights do not fit this model "
                               f"({str(err).splitlines()[0]})") from None
-    missing = [key for key in RESUME_KEYS if key not in state]
-    if missing:
-        raise CheckpointError(f"trainer.resume={path}: holds no {', '.join(missing)} (not written by a training "
-                              "run's epoch); resume from a last.pt")
     optimizer.load_state_dict(state["optimizer_state"])
     scheduler.load_state_dict(state["scheduler_state"])
     if scaler is not None and state["scaler_state"]:

@@ -6,59 +6,102 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from behavior.config import device_of
 from behavior.data.pipeline import ClipPipeline, input_channels
-from behavior.data.prepare import clip_cache, clip_regions, prepare_data
+from behavior.data.prepare import PreparedData, clip_cache, clip_regions, prepare_data, write_data_records
 from behavior.engine.checkpoint import read_checkpoint
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
-from behavior.engine.trainer import FitConfig, FitState, describe_epoch, fit, restore, seed_everything
+from behavior.engine.trainer import (FitConfig, FitState, describe_epoch, fit, restore, resumable_checkpoint,
+                                     seed_everything)
 from behavior.errors import ConfigError
 from behavior.models import build_model
+from behavior.paths import user_path
 from behavior.recipe import Recipe
 from behavior.report import write_history
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")
 
 
-def resume_path(resume: str | None, run_dir: Path) -> str | None:
+@dataclass(frozen=True)
+class TrainPlan:
+    """A training run checked from end to end before its folder is touched: the recipe, where it goes, the
+    checkpoint it continues from, and the clips (pre-scanned and split)."""
+
+    recipe: Recipe
+    run_dir: Path
+    resume: str | None
+    data: PreparedData
+
+
+def resume_path(resume: str | None, run_dir: Path, run_dir_given: bool = True) -> str | None:
     """The checkpoint to continue from: ``trainer.resume`` as given, or ``auto`` = this run folder's last.pt if any.
 
     A folder that already holds a run is never trained over from scratch: that would overwrite its checkpoints
     and report."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume == "auto":
-        return str(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
-    if not resume:
-        found = [name for name in RUN_FILES if (run_dir / name).exists()]
-        if found:
-            raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}): continue it with "
-                              "trainer.resume=auto, or choose another hydra.run.dir")
-    return resume
+        if not run_dir_given:
+            raise ConfigError("trainer.resume=auto continues the run in hydra.run.dir: give the run's folder "
+                              "(hydra.run.dir=outputs/train/<date_time>)")
+        if (run_dir / "last.pt").is_file():
+            return str(run_dir / "last.pt")
+        if not found:
+            print(f"trainer.resume=auto: nothing to continue in {run_dir}: a new run starts there")
+            return None
+    elif resume:
+        path = user_path(resume)
+        if path.is_dir():
+            hint = f" (its last.pt: trainer.resume={path / 'last.pt'})" if (path / "last.pt").is_file() else ""
+            raise ConfigError(f"trainer.resume={resume}: is a folder, not a checkpoint file{hint}")
+        if not path.is_file():
+            raise ConfigError(f"trainer.resume={resume}: file not found")
+        return str(path)
+    if found:
+        raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}): continue it with "
+                          "trainer.resume=auto, or choose another hydra.run.dir")
+    return None
+
+
+def plan_training(recipe: Recipe, run_dir: Path, split_seed: int | None = None,
+                  run_dir_given: bool = True) -> TrainPlan:
+    """Check everything a training run can check without writing: the run folder, the checkpoint to resume and
+    whether it fits, the clips. ``split_seed`` (default ``recipe.seed``) draws the train/val/test split."""
+    run_dir = Path(run_dir)
+    resume = resume_path(recipe.trainer.resume, run_dir, run_dir_given)
+    split_seed = recipe.seed if split_seed is None else split_seed
+    data = prepare_data(recipe.data, recipe.decode.backend, split_seed, progress=recipe.trainer.progress)
+    if resume:
+        resumable_checkpoint(resume, recipe.model, list(data.class_names))
+    return TrainPlan(recipe, run_dir, resume, data)
 
 
 def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> dict:
-    """Train ``recipe.model`` on ``recipe.data`` into ``run_dir`` and report on test (or val).
+    """Train ``recipe.model`` on ``recipe.data`` into ``run_dir`` and report on test (or val): see
+    :func:`run_training`."""
+    return run_training(plan_training(recipe, run_dir, split_seed))
+
+
+def run_training(plan: TrainPlan) -> dict:
+    """Carry out a checked plan: train into ``plan.run_dir`` and report on test (or val).
 
     Returns ``{"metrics", "parameters", "class_names", "history", "eval_seconds", "eval_clips", "wall_seconds"}``;
-    ``metrics`` is empty when there is no split to report on. ``split_seed`` (default ``recipe.seed``) draws the
-    train/val/test split, so runs with different seeds can share one split.
+    ``metrics`` is empty when there is no split to report on.
     """
     start = time.perf_counter()
-    run_dir = Path(run_dir)
+    recipe, run_dir, resume, data = plan.recipe, plan.run_dir, plan.resume, plan.data
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, backend = recipe.trainer, recipe.decode.backend
     seed_everything(recipe.seed)
     device = device_of(trainer.device)
-    resume = resume_path(trainer.resume, run_dir)
     cache = clip_cache(recipe.data, backend, recipe.transform, recipe.flow if recipe.model.uses_flow else None)
-
-    split_seed = recipe.seed if split_seed is None else split_seed
-    data = prepare_data(recipe.data, backend, split_seed, run_dir, progress=trainer.progress)
+    write_data_records(run_dir, recipe.data, data)
     parts = data.split.parts()
     print(f"{len(data.class_names)} classes {data.class_names}; clips: { {k: len(v) for k, v in parts.items()} }; "
           f"run dir: {run_dir}")

@@ -1,0 +1,37 @@
+"""The command line as a user meets it (issue 14): --help per command, paths typed as they are."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import make_clip_tree
+from tests.helpers import TINY, run_module
+
+pytestmark = pytest.mark.slow  # subprocesses
+
+
+@pytest.mark.parametrize("module, config", [("behavior.train", "train"), ("behavior.evaluate", "evaluate"),
+                                            ("behavior.predict", "predict"), ("behavior.live", "live"),
+                                            ("behavior.bench", "bench")])
+def test_help_lists_only_what_the_command_accepts(module, config, tmp_path):
+    proc = run_module(module, "--help", cwd=tmp_path)
+    assert proc.stdout.startswith(f"usage: python -m {module}")
+    assert "checkpoint=null" in proc.stdout or config in ("train", "bench")
+    if config in ("evaluate", "predict", "live"):
+        assert "model:" not in proc.stdout and "transform:" not in proc.stdout  # groups it would reject
+    else:
+        assert "trainer.epochs=" in proc.stdout and "r3d_18" in proc.stdout
+    assert not list(tmp_path.iterdir())  # --help writes nothing
+
+
+def test_paths_with_accents_brackets_and_spaces_are_typed_as_they_are(tmp_path):
+    root = make_clip_tree(tmp_path / "café [1] clips", classes=("left", "right"), per_class=3)
+    run = tmp_path / "runs [a]" / "ré"
+    run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=1", *TINY)
+    output = tmp_path / "préd #1.csv"
+    run_module("behavior.predict", f"checkpoint={run / 'best.pt'}", f"input={root / 'left'}", f"output={output}",
+               "num_workers=0", "progress=false")
+    assert output.is_file() and str(root / "left") in output.read_text(encoding="utf-8")
+    assert json.loads((run / "metrics.json").read_text())["num_clips"] >= 2
