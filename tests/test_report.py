@@ -313,6 +313,19 @@ def test_write_history_tolerates_missing_keys(tmp_path):
     _assert_png(tmp_path / "curves.png")
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3, 7])
+def test_curves_have_whole_epoch_ticks(epochs):
+    from behavior.report.plots import curves_figure
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_acc": e / 10, "lr": 1e-3 / e} for e in range(1, epochs + 1)]
+    fig = curves_figure(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_plot_curves_edge_cases(tmp_path):
     # No epoch key, NaN values, a single row, and no rows at all must all still render.
     _assert_png(plot_curves([{"train_loss": 1.0}, {"train_loss": float("nan")}], tmp_path / "a.png"))
