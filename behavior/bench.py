@@ -148,6 +148,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def percent_spread(mean: float, std: float, runs: int) -> str:
+    """``mean ± std`` in percent; one run has no spread to show, so its figure stands alone."""
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if runs > 1 else "")
+
+
 def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
     """One table row: the mean and std of each metric over ``runs`` (seeds, or seeds x folds)."""
     row: dict = {"model": model, "seeds": len(runs)}
@@ -175,7 +180,7 @@ def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | Non
              "| train clips/s | inference clips/s | wall time (s) |",
              f"|---|{align}|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = [f"{100 * r[f'{k}_mean']:.1f} ± {100 * r[f'{k}_std']:.1f}" for k in METRICS]
+        cells = [percent_spread(r[f"{k}_mean"], r[f"{k}_std"], r["runs"] if folds else r["seeds"]) for k in METRICS]
         count = f"{r['seeds']} | {r['folds']} | {r['runs']}" if folds else f"{r['seeds']}"
         lines.append(f"| {r['model']} | {count} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
                      f"| {r['gflops_per_clip']:.3f} | {r['train_clips_per_s']:.1f} "

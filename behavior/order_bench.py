@@ -122,7 +122,8 @@ def table(rows: list[dict]) -> str:
         mine = [r for r in rows if r["pool"] == pool]
         acc = np.array([r["test_acc"] for r in mine])
         reached = [str(r["epoch_095"]) if r["epoch_095"] else "-" for r in mine]
-        lines.append(f"| {pool} | {len(mine)} | {acc.mean():.3f} ± {acc.std():.3f} | {acc.min():.3f} - "
+        spread = f" ± {acc.std():.3f}" if len(mine) > 1 else ""  # one seed has no spread
+        lines.append(f"| {pool} | {len(mine)} | {acc.mean():.3f}{spread} | {acc.min():.3f} - "
                      f"{acc.max():.3f} | {', '.join(reached)} | {np.mean([r['seconds'] for r in mine]):.1f} |")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""``python -m behavior.bench`` end to end: two tiny BehaviorNet variants, one seed, and a resumed second call."""
+"""``python -m behavior.bench`` end to end: two tiny BehaviorNet variants, one seed, and a resumed second call; the
+results tables from given rows."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import json
 
 import pytest
 
+from behavior.bench import write_results
 from behavior.data.scan import read_manifest
 from behavior.data.splits import split_records
 from tests.conftest import make_clip_tree
 from tests.helpers import TINY, run_module
 from tests.test_pipeline import read_csv
-
-pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
 # Model options come from bench.variants, not the global model group, so no model.* override here.
 NOT_MODEL = [o for o in TINY if not o.startswith("model.")]
@@ -23,6 +23,7 @@ SETTINGS = NOT_MODEL + [
     "+bench.variants.tiny_noattn={base:behaviornet,overrides:{widths:[8,16],attention:false}}"]
 
 
+@pytest.mark.slow  # trains or runs the command in a subprocess
 def test_bench_writes_tables_and_resumes(tmp_path):
     root = make_clip_tree(tmp_path / "clips", per_class=6)
     bench = tmp_path / "bench"
@@ -43,7 +44,7 @@ def test_bench_writes_tables_and_resumes(tmp_path):
     # The attention ablation has fewer parameters than the same network with attention.
     assert int(rows[1]["parameters"]) < int(rows[0]["parameters"])
     md = (bench / "results.md").read_text()
-    assert "| tiny |" in md and "| tiny_noattn |" in md and "±" in md
+    assert "| tiny | 1 |" in md and "| tiny_noattn | 1 |" in md and "±" not in md  # one seed: no spread to show
     # The cache speed-up is measured once, before the runs, both ways: data path alone and a training epoch.
     assert "cache speed over one epoch" in proc.stdout and "data.cache=null" in md and "training epoch (tiny)" in md
     speed = json.loads((bench / "cache_speed.json").read_text())
@@ -64,11 +65,13 @@ def test_bench_writes_tables_and_resumes(tmp_path):
     assert read_csv(bench / "results.csv") == rows and (bench / "results.md").read_text() == md
 
 
+@pytest.mark.slow  # trains or runs the command in a subprocess
 def test_bench_rejects_an_unknown_model(tmp_path):
     proc = run_module("behavior.bench", f"hydra.run.dir={tmp_path / 'bench'}", "bench.models=[nope]", check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr and "bench.variants" in proc.stderr
 
 
+@pytest.mark.slow  # trains or runs the command in a subprocess
 def test_bench_over_folds(tmp_path):
     # Group-aware folds: the manifest gives every clip a group (3 per class), data.split=group becomes kfold.
     root = make_clip_tree(tmp_path / "clips", per_class=6, groups=True)
@@ -100,6 +103,7 @@ def test_bench_over_folds(tmp_path):
     assert (bench / "results.md").read_text() == md
 
 
+@pytest.mark.slow  # trains or runs the command in a subprocess
 def test_bench_of_a_flow_model_times_the_flow(tmp_path):
     root = make_clip_tree(tmp_path / "clips", per_class=4)
     bench = tmp_path / "bench"
@@ -109,3 +113,32 @@ def test_bench_of_a_flow_model_times_the_flow(tmp_path):
     assert "optical flow per clip:" in proc.stdout and "cached: none computed" in proc.stdout
     assert "| optical flow per clip |" in (bench / "results.md").read_text()
     assert read_csv(bench / "results.csv")[0]["model"] == "tiny_stats"
+
+
+def bench_row(model: str, top1: float, std: float, **counts) -> dict:
+    row = {"model": model, **counts, "parameters": 1_000_000, "gflops_per_clip": 0.5, "train_clips_per_s": 10.0,
+           "inference_clips_per_s": 20.0, "wall_s": 30.0}
+    for key in ("top1", "mean_class_accuracy", "macro_f1"):
+        row.update({f"{key}_mean": top1, f"{key}_std": std})
+    return row
+
+
+@pytest.mark.parametrize("folds", [False, True])
+def test_one_run_prints_its_figure_without_a_spread(tmp_path, folds):
+    counts = ({"seeds": 1, "folds": 1, "runs": 1}, {"seeds": 3, "folds": 1, "runs": 3}) if folds else \
+        ({"seeds": 1}, {"seeds": 3})
+    write_results(tmp_path, [bench_row("single", 0.5, 0.0, **counts[0]), bench_row("seeded", 0.6, 0.05, **counts[1])])
+    lines = {line.split(" | ")[0]: line for line in (tmp_path / "results.md").read_text().splitlines()}
+    assert "| 50.0 | 50.0 | 50.0 |" in lines["| single"] and "±" not in lines["| single"]
+    assert "| 60.0 ± 5.0 | 60.0 ± 5.0 | 60.0 ± 5.0 |" in lines["| seeded"]
+
+
+def test_order_bench_table_shows_a_spread_only_over_seeds():
+    from behavior.order_bench import table
+
+    run = {"train_acc": 1.0, "epoch_095": 3, "seconds": 1.0}
+    rows = [{"pool": "mean", "seed": 0, "test_acc": 0.5, **run},
+            *({"pool": "gru", "seed": s, "test_acc": a, **run} for s, a in enumerate([0.9, 1.0]))]
+    lines = table(rows).splitlines()
+    assert "| mean | 1 | 0.500 | 0.500 - 0.500 |" in lines[2]
+    assert "| gru | 2 | 0.950 ± 0.050 |" in lines[3]

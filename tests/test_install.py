@@ -15,7 +15,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "behavior", "conf")
 
 
@@ -63,6 +62,7 @@ def test_every_package_is_listed_for_the_wheel():
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
 
 
+@pytest.mark.slow  # builds and installs a wheel, trains
 def test_the_installed_package_trains_and_predicts_from_any_folder(installed, tmp_path):
     bin_dir = installed / "bin"
     where = run([bin_dir / "python", "-c", "import behavior.paths as p; print(p.__file__); print(p.conf_dir())"],
@@ -97,3 +97,17 @@ def test_console_scripts_point_at_entry_points():
         module, _, func = target.partition(":")
         tree = ast.parse((REPO / Path(*module.split("."))).with_suffix(".py").read_text())
         assert any(isinstance(node, ast.FunctionDef) and node.name == func for node in tree.body), target
+
+
+# Modules run with `python -m` that have no main() for a console script to call.
+WITHOUT_SCRIPT = {"behavior.data.faces"}
+
+
+def test_every_python_m_command_has_a_console_script():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    targets = {target.partition(":")[0] for target in scripts.values()}
+    commands = {".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / "behavior").rglob("*.py")
+                if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")}
+    missing = sorted(commands - WITHOUT_SCRIPT - targets)
+    assert not missing, f"add [project.scripts] for {missing}"
+    assert WITHOUT_SCRIPT <= commands  # an exception that is no longer a command is dropped from the list

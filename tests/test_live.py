@@ -159,12 +159,36 @@ def test_a_killed_run_still_leaves_a_playable_file(files, tmp_path):
         reader.get_frames([len(reader) - 1])
 
 
-def test_show_without_a_display_warns_and_goes_on(files, monkeypatch, capsys):
+def test_show_without_a_display_warns_and_goes_on(files, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), show=True, max_frames=10))
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), show=True, max_frames=10,
+                         stride=5))
     assert stats.frames == 10
-    assert "show=true: no window" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    # No output= was given: the warning must not promise a video, and the labels go to stdout instead.
+    assert "show=true: no window" in captured.err and "output video" not in captured.err
+    assert "labels are printed instead" in captured.err
+    assert len([line for line in captured.out.splitlines() if line.strip().endswith(tuple("0123456789"))
+                and line.split()[1] in CLASSES]) == stats.predictions == 2
+    run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), show=True, max_frames=10,
+                 output=str(tmp_path / "shown.mp4")))
+    assert "the output video is still written" in capsys.readouterr().err
+
+
+def test_a_file_without_output_or_window_prints_each_label(files, capsys):
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), stride=5))
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith(" ")]
+    # One line per classification: the time of its newest frame in the source (15 fps), the label and its score.
+    assert rows == [[f"{index / 15:.2f}s", label, f"{score:.2f}"] for index, label, score in stats.labels]
+    assert len(rows) == 9 and "9 prediction(s)" in out
+
+
+def test_labels_are_not_printed_when_a_video_is_written(files, tmp_path, capsys):
+    run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), stride=5,
+                 output=str(tmp_path / "quiet.mp4")))
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith(" ")]
 
 
 @pytest.mark.parametrize(("values", "key"), [

@@ -249,12 +249,38 @@ def test_torn_row_with_an_odd_name_is_cut_and_redone(tmp_path):
     assert (tmp_path / "p.csv").read_bytes() == whole[: whole.index(b"/clips/b.mp4")]
 
 
-def test_empty_folder_gives_an_empty_predictions_file(checkpoint, tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    counts = run(predict_cfg(checkpoint=str(checkpoint), input=str(tmp_path / "empty"),
-                             output=str(tmp_path / "p.csv")))
-    assert counts["ok"] == counts["error"] == 0
-    assert read_rows(tmp_path / "p.csv") == [] and "no video files" in capsys.readouterr().out
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_folder_without_videos_is_one_line_and_exit_2_touching_nothing(checkpoint, tmp_path, monkeypatch, capsys,
+                                                                         existing):
+    folder = tmp_path / "no videos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "notes.txt").write_text("not a clip")
+    out = tmp_path / "p.csv"
+    if existing:  # a predictions file of an earlier run is left as it was, not even opened for appending
+        out.write_text(csv_line(columns_for(len(CLASSES))))
+        before = snapshot(out)
+    files = sorted(tmp_path.rglob("*"))
+    code, stdout, err = predict_main(monkeypatch, capsys, f"checkpoint={checkpoint}", f"input={folder}",
+                                     f"output={out}")
+    assert code == 2 and stdout == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: input={folder}: no video files with the extensions .")
+    assert ".mp4" in lines[0]
+    assert (snapshot(out) == before) if existing else not out.exists()
+    assert sorted(tmp_path.rglob("*")) == files  # no provenance record either
+
+
+def test_the_inputs_line_says_one_clip_or_counts_them(checkpoint, two_clips, tmp_path, capsys):
+    clip = sorted(two_clips.rglob("*.mp4"))[0]
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(clip), output=str(tmp_path / "one.csv")))
+    assert f"1 clip: {clip}: 0 already in one.csv, 1 to classify" in capsys.readouterr().out
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(two_clips), output=str(tmp_path / "two.csv")))
+    assert f"2 clips under {two_clips}: 0 already in two.csv, 2 to classify" in capsys.readouterr().out
+    folder = tmp_path / "single"
+    folder.mkdir()
+    (folder / clip.name).write_bytes(clip.read_bytes())
+    run(predict_cfg(checkpoint=str(checkpoint), input=str(folder), output=str(tmp_path / "single.csv")))
+    assert f"1 clip under {folder}: 0 already" in capsys.readouterr().out
 
 
 def test_unreadable_file_is_an_error_row(checkpoint, mixed, monkeypatch):

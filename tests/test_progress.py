@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from behavior import progress
+from behavior.engine import evaluation
 from behavior.progress import Progress
 from tests.conftest import make_clip_tree
 from tests.helpers import TINY, run_module
@@ -42,6 +46,27 @@ def test_on_a_terminal_it_is_a_tqdm_bar(monkeypatch):
     bar = Progress(range(3), desc="x", unit="clip")
     assert bar.bar is not None and list(bar) == [0, 1, 2]
     bar.close()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("split", ["evaluate", "test"])
+def test_the_evaluation_bar_says_what_it_does_not_the_split_name(monkeypatch, split):
+    seen = {}
+
+    def fake_predict(model, loader, device, amp, desc, progress):
+        seen["desc"] = desc
+        raise _Stop
+
+    monkeypatch.setattr(evaluation, "predict", fake_predict)
+    pipeline = SimpleNamespace(loader=lambda *args, **kwargs: [], backend="pyav")
+    with pytest.raises(_Stop):
+        evaluation.evaluate_split(None, [], ["a"], pipeline, torch.device("cpu"), False,
+                                  evaluation.EvalLoader(1, 0, True), None, split)
+    # behavior.evaluate's split is "evaluate": a bar named after the split read "evaluate:" under that command.
+    assert split not in seen["desc"] and seen["desc"] == "classify clips"
 
 
 @pytest.mark.slow

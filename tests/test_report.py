@@ -65,8 +65,8 @@ def test_compute_metrics_hand_example():
     assert "top5" not in m  # C < 5
     assert m["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
-    assert m["num_clips"] == 6 and m["num_classes"] == 3
-    assert all(type(v) in (int, float) for v in m.values())
+    assert m["num_clips"] == 6 and m["num_classes"] == 3 and m["absent_classes"] == []
+    assert all(type(v) in (int, float) for k, v in m.items() if k != "absent_classes")
     json.dumps(m)
 
 
@@ -136,6 +136,33 @@ def test_zero_support_class_no_warnings(tmp_path):
     _assert_png(tmp_path / "confusion_matrix.png")
 
 
+def _macro_row(table: str) -> list[float]:
+    line = next(line for line in table.splitlines() if line.startswith("macro avg"))
+    return [float(cell) for cell in line.split("|")[1:4]]
+
+
+def test_classes_without_clips_stay_out_of_the_averages_and_are_named(tmp_path):
+    # Clips of 2 of the model's 4 classes; c is predicted once (a false positive), d never appears at all.
+    names = ["a", "b", "c", "d"]
+    y, pred = [0, 0, 1, 1], [0, 2, 1, 1]
+    m = write_report(tmp_path, [f"{i}.mp4" for i in range(4)], y, _onehot_logits(pred, 4), names)
+    # a: P 1, R 1/2, F1 2/3; b: P 1, R 1, F1 1. The absent c and d would halve the averages.
+    assert m["mean_class_accuracy"] == pytest.approx(0.75)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["absent_classes"] == ["c", "d"]
+    assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["absent_classes"] == ["c", "d"]
+    table = format_per_class_table(per_class_rows(y, pred, names), m)
+    # The printed table agrees with metrics.json: macro recall is the mean class accuracy, macro F1 the macro_f1.
+    precision, recall, f1 = _macro_row(table)
+    assert (precision, recall, f1) == (1.0, pytest.approx(m["mean_class_accuracy"], abs=5e-5),
+                                       pytest.approx(m["macro_f1"], abs=5e-5))
+    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")[1:]] for line in table.splitlines()
+            if "|" in line}
+    assert rows["c"] == rows["d"] == ["-", "-", "-", "0"]
+    assert "absent classes (no clips, not in the averages): c, d" in table
+    assert "mean class acc 0.7500  macro-F1 0.8333" in table
+
+
 def test_format_per_class_table():
     m = compute_metrics(Y3, _onehot_logits(P3, 3), NAMES3)
     text = format_per_class_table(per_class_rows(Y3, P3, NAMES3), m)
@@ -146,6 +173,7 @@ def test_format_per_class_table():
     # Column separators line up across header and class rows.
     assert len({line.index("|") for line in lines[:5] if "|" in line}) == 1
     assert "top1 0.6667" in text and "macro-F1" in text and "clips 6" in text and "top5" not in text
+    assert "absent" not in text
 
 
 def test_write_report_files(tmp_path):
@@ -283,6 +311,19 @@ def test_write_history_tolerates_missing_keys(tmp_path):
     assert rows[2][4] == "" and rows[3][2] == ""
     assert float(rows[3][3]) == pytest.approx(1e-5)
     _assert_png(tmp_path / "curves.png")
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 7])
+def test_curves_have_whole_epoch_ticks(epochs):
+    from behavior.report.plots import curves_figure
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_acc": e / 10, "lr": 1e-3 / e} for e in range(1, epochs + 1)]
+    fig = curves_figure(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_plot_curves_edge_cases(tmp_path):

@@ -36,7 +36,9 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     class_to_idx = {name: i for i, name in enumerate(class_names)}
     loader = pipeline.loader(records, class_to_idx, False, loading.batch_size, loading.num_workers, seed=0,
                              pin_memory=device.type == "cuda")
-    indices, labels, probs = predict(model, loader, device, amp, desc=split, progress=loading.progress)
+    # Not the split's name: behavior.evaluate names its split "evaluate", and its bar read "evaluate: ..." under
+    # the command of that name.
+    indices, labels, probs = predict(model, loader, device, amp, desc="classify clips", progress=loading.progress)
     paths = [records[i].path for i in indices]
     extra = {**(extra or {}), "decode_backend": pipeline.backend}
     metrics = write_report(out_dir, paths, labels.tolist(), probs, list(class_names), split=split, extra=extra,

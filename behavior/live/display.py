@@ -1,8 +1,8 @@
 """An optional window for live mode: OpenCV's when the installed OpenCV has a GUI, else matplotlib's.
 
 The project depends on ``opencv-python-headless`` (no GUI), so a window needs either the full ``opencv-python``
-or a matplotlib GUI backend (Tk, Qt) and a display. Without them the window is skipped with one warning: the
-annotated video is still written.
+or a matplotlib GUI backend (Tk, Qt) and a display. Without them the window is skipped with one warning that
+says what the run still gives: the annotated video when ``output`` is set, else the labels printed one a line.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def _has_display() -> bool:
 class Display:
     """``show(frame)`` returns False once the viewer pressed ``q`` or closed the window."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, writing: bool) -> None:
         self.title = title
+        self.writing = writing  # an output video is written: the warning says so only then
         self.kind = ""
         self.stopped = False
         if not _has_display():
@@ -55,7 +56,8 @@ class Display:
                        "opencv-python or python3-tk")
 
     def _warn(self, why: str) -> None:
-        print(f"warning: show=true: no window ({why}); the output video is still written", file=sys.stderr)
+        instead = "the output video is still written" if self.writing else "the labels are printed instead"
+        print(f"warning: show=true: no window ({why}); {instead}", file=sys.stderr)
 
     def _key(self, event) -> None:
         if event.key == "q":

@@ -4,7 +4,9 @@ The reading loop keeps a ring buffer of the last ``window`` seconds, hands it to
 frames (``behavior.live.worker``) and writes each frame, annotated with the newest prediction made at or
 before it, to ``output``. A frame is written once that prediction exists, so the file shows what a viewer saw
 live, one latency later. Files are never dropped from: every ``stride``-th frame gets its own label. A live
-source drops the classifications the worker cannot keep up with instead of falling behind the camera.
+source drops the classifications the worker cannot keep up with instead of falling behind the camera. With no
+``output`` and no window each label is printed as a line (time in the source, label, score), so a run always
+shows what it found.
 
 Ctrl-C (SIGINT), SIGTERM or ``q`` in the window stop reading; the frames read so far are written and the video
 is closed properly. The output is a fragmented MP4, so even a killed process leaves a playable file.
@@ -157,6 +159,11 @@ def _annotation(p: Prediction | None, roi_kind: str, heatmap: bool) -> Annotatio
     return Annotation(p.label, p.score, p.box, p.seen, p.heat if heatmap else None, note)
 
 
+def prints_labels(writing: bool, display: Display | None) -> bool:
+    """Whether the labels go to stdout: with no video written and no window they would be seen nowhere else."""
+    return not writing and (display is None or not display.kind)
+
+
 def _stop_on_sigterm(*_) -> None:
     raise KeyboardInterrupt
 
@@ -169,7 +176,14 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps
     drop = source.live if cfg.drop == "auto" else bool(cfg.drop)
     kind = worker.classifier.pipeline.roi.kind
     queue, stats = FrameQueue(), LiveStats()
+    echo = prints_labels(writer is not None, display)
     start = time.perf_counter()
+
+    def record(done: list[Prediction]) -> None:
+        stats.add(done)
+        if echo:
+            for p in done:
+                print(f"{p.index / fps:8.2f}s  {p.label}  {p.score:.2f}", flush=True)
 
     def write(ready) -> bool:
         """Write (and show) frames; False once the viewer asked to stop (q, or the window closed)."""
@@ -195,7 +209,7 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps
                 else:
                     stats.dropped += 1
             done = worker.poll()
-            stats.add(done)
+            record(done)
             if not write(queue.ready(done)):
                 stats.stopped = "stopped from the window"
                 break
@@ -207,7 +221,7 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps
         stats.stopped = f"the source failed: {source.problem[0]}"
     # The jobs in flight take a fraction of a second: finish them so every frame read is written with its label.
     done = worker.poll(wait=True)
-    stats.add(done)
+    record(done)
     write(queue.ready(done))
     stats.seconds = time.perf_counter() - start
     return stats
@@ -221,7 +235,7 @@ def run(cfg: LiveSettings) -> LiveStats:
     classifier = load_classifier(str(cfg.checkpoint), device, cfg.amp, max_short_side=None, roi=cfg.roi)
     source = open_source(cfg.source)
     fps = float(cfg.fps or source.fps or DEFAULT_FPS)  # some cameras report 0 (or nonsense): fps= overrides
-    display = Display(f"behavior.live: {source.name}") if cfg.show else None
+    display = Display(f"behavior.live: {source.name}", writing=cfg.output is not None) if cfg.show else None
     writer = None
     # SIGTERM (a service manager, `kill`) finalizes the video like Ctrl-C; only the main thread may set handlers.
     main_thread = threading.current_thread() is threading.main_thread()
@@ -230,7 +244,9 @@ def run(cfg: LiveSettings) -> LiveStats:
     try:
         print(f"live: {source.name} at {fps:g} fps; {len(classifier.class_names)} classes; roi="
               f"{classifier.pipeline.roi.kind}; a label every {cfg.stride} frames from the last {cfg.window:g}s"
-              + (f"; writing {cfg.output}" if cfg.output else ""), flush=True)
+              + (f"; writing {cfg.output}" if cfg.output else "")
+              + ("; each label printed as: time in the source, label, score"
+                 if prints_labels(cfg.output is not None, display) else ""), flush=True)
         frames = iter(source)
         first = next(frames, None)
         if first is None:

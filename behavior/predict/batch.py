@@ -1,7 +1,8 @@
 """Batch-classify: every clip under a folder (or one file) through a checkpoint, into a predictions file.
 
-A clip that cannot be decoded gets an error row; the run goes on and exits 0. ``predict.window=SECONDS``
-classifies each video window by window and writes its timeline (``behavior.predict.timeline``).
+A clip that cannot be decoded gets an error row; the run goes on and exits 0. A folder with no video files is a
+one-line error (exit 2) that leaves the output untouched. ``predict.window=SECONDS`` classifies each video window
+by window and writes its timeline (``behavior.predict.timeline``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,17 @@ def find_inputs(target: Path, extensions: tuple[str, ...]) -> list[str]:
             raise DataError(f"input: cannot read folder {target} ({err.strerror})")
         print(printable(f"warning: cannot read folder {err.filename} ({err.strerror}); its clips are left out"),
               file=sys.stderr)
+    if not paths:  # most likely a wrong folder or extensions: an empty predictions file would hide that
+        raise DataError(printable(f"input={target}: no video files with the extensions {', '.join(extensions)} "
+                                  f"found in this folder or below it (extensions=[...] sets others)"))
     return paths
+
+
+def inputs_line(target: str, paths: list[str]) -> str:
+    """What is about to be classified: the file itself, or how many clips a folder holds."""
+    if Path(target).is_file():
+        return f"1 clip: {target}"
+    return f"{len(paths)} clip{'' if len(paths) == 1 else 's'} under {target}"
 
 
 @dataclass(frozen=True)
@@ -165,12 +176,9 @@ def run(cfg: PredictSettings) -> dict[str, int]:
     counts = {"ok": 0, "error": 0, "partial": 0}
     failures: list[ClipResult] = []
     todo = [p for p in paths if p not in out.done]
-    if not paths:
-        print(printable(f"no video files ({', '.join(cfg.extensions)}) under {cfg.input}; nothing to classify"))
-    else:
-        torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
-        print(printable(f"{len(paths)} clip(s) under {cfg.input}: {len(paths) - len(todo)} already in "
-                        f"{output.name}, {len(todo)} to classify{torn}"))
+    torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
+    print(printable(f"{inputs_line(cfg.input, paths)}: {len(paths) - len(todo)} already in {output.name}, "
+                    f"{len(todo)} to classify{torn}"))
     start = time.perf_counter()
     try:
         with Progress(total=len(todo), desc="predict", unit="clip", enabled=cfg.progress) as bar:

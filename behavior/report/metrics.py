@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 # Scores whose rows sum to 1 within this tolerance (and lie in [0, 1]) are taken to be probabilities.
 _PROB_ATOL = 1e-3
@@ -126,9 +126,11 @@ def per_class_rows(y_true: Sequence[int], y_pred: Sequence[int], class_names: Se
 def compute_metrics(y_true: Sequence[int], scores: np.ndarray, class_names: Sequence[str]) -> dict:
     """Summary metrics for one evaluation.
 
-    Keys: top1, top5 (only when C >= 5), mean_class_accuracy (mean recall over classes present in
-    y_true, so a class missing from a small split doesn't drag it down), macro_f1 (over all C classes,
-    absent ones count as 0 -- sklearn's convention), num_clips, num_classes, num_classes_present.
+    Keys: top1, top5 (only when C >= 5), mean_class_accuracy and macro_f1, num_clips, num_classes,
+    num_classes_present, absent_classes. The averages are over the classes with at least one clip in y_true:
+    a class a small or partial set has no clips of has no recall to measure, and counting it as 0 (sklearn's
+    convention) would report a macro recall below the mean class accuracy of the same predictions. The classes
+    left out are named in absent_classes, and format_per_class_table marks them.
     """
     num_classes = len(class_names)
     yt = _as_labels(y_true, "y_true")
@@ -140,18 +142,19 @@ def compute_metrics(y_true: Sequence[int], scores: np.ndarray, class_names: Sequ
     _check_range(yt, num_classes, "y_true")
 
     y_pred = arr.argmax(axis=1)
-    labels = list(range(num_classes))
-    _, recall, _, support = precision_recall_fscore_support(yt, y_pred, labels=labels, zero_division=0)
+    _, recall, f1, support = precision_recall_fscore_support(yt, y_pred, labels=list(range(num_classes)),
+                                                             zero_division=0)
     present = support > 0
 
     metrics: dict = {"top1": float(np.mean(y_pred == yt))}
     if num_classes >= 5:
         metrics["top5"] = topk_accuracy(yt, arr, 5)
     metrics["mean_class_accuracy"] = float(np.mean(recall[present]))
-    metrics["macro_f1"] = float(f1_score(yt, y_pred, average="macro", labels=labels, zero_division=0))
+    metrics["macro_f1"] = float(np.mean(f1[present]))
     metrics["num_clips"] = int(yt.size)
     metrics["num_classes"] = int(num_classes)
     metrics["num_classes_present"] = int(present.sum())
+    metrics["absent_classes"] = [str(name) for name, seen in zip(class_names, present, strict=True) if not seen]
     return metrics
 
 
@@ -166,29 +169,23 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 
 def format_per_class_table(rows: Sequence[Mapping], metrics: Mapping) -> str:
-    """Aligned plain-text table: class | precision | recall | f1 | support, a macro row, then summary."""
+    """Aligned plain-text table: class | precision | recall | f1 | support, a macro row, then summary.
+
+    A class with no clips (support 0) shows "-" for its ratios, stays out of the macro row (as it stays out of
+    compute_metrics' averages) and is named on a line under the table.
+    """
     header = ["class", "precision", "recall", "f1", "support"]
+    ratios = ("precision", "recall", "f1")
+    present = [r for r in rows if int(r["support"]) > 0]
+    absent = [str(r["class"]) for r in rows if int(r["support"]) == 0]
     body = [
-        [
-            str(r["class"]),
-            f"{float(r['precision']):.4f}",
-            f"{float(r['recall']):.4f}",
-            f"{float(r['f1']):.4f}",
-            str(int(r["support"])),
-        ]
+        [str(r["class"]), *(f"{float(r[k]):.4f}" if int(r["support"]) else "-" for k in ratios), str(int(r["support"]))]
         for r in rows
     ]
     footer: list[list[str]] = []
-    if rows:
-        footer.append(
-            [
-                "macro avg",
-                f"{np.mean([float(r['precision']) for r in rows]):.4f}",
-                f"{np.mean([float(r['recall']) for r in rows]):.4f}",
-                f"{np.mean([float(r['f1']) for r in rows]):.4f}",
-                str(sum(int(r["support"]) for r in rows)),
-            ]
-        )
+    if present:
+        means = [f"{np.mean([float(r[k]) for r in present]):.4f}" for k in ratios]
+        footer.append(["macro avg", *means, str(sum(int(r["support"]) for r in rows))])
     widths = [max(_width(line[i]) for line in [header, *body, *footer]) for i in range(len(header))]
 
     def fmt(line: list[str]) -> str:
@@ -200,6 +197,8 @@ def format_per_class_table(rows: Sequence[Mapping], metrics: Mapping) -> str:
     out = [fmt(header), rule, *(fmt(line) for line in body)]
     if footer:
         out += [rule, *(fmt(line) for line in footer)]
+    if absent:
+        out.append(f"absent classes (no clips, not in the averages): {', '.join(absent)}")
     out.append("")
     out.append(summary_line(metrics))
     return "\n".join(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from behavior.atomic import atomic_open
 
@@ -139,6 +140,9 @@ def _panel(ax, history, keys: Sequence[tuple[str, str]], ylabel: str) -> bool:
             ax.plot(xs, ys, marker="o", markersize=3, label=label)
             drawn = True
     ax.set_xlabel("epoch")
+    # Epochs are whole: the default locator ticked 1.5, 2.5 on a short run and 0.96, 0.98 on a one-epoch run (which
+    # min_n_ticks=1 keeps on whole numbers too).
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if drawn:
@@ -149,6 +153,11 @@ def _panel(ax, history, keys: Sequence[tuple[str, str]], ylabel: str) -> bool:
 
 
 def plot_curves(history: Sequence[Mapping[str, object]], path: str | os.PathLike) -> Path:
+    """:func:`curves_figure` saved as a PNG."""
+    return _save(curves_figure(history), path)
+
+
+def curves_figure(history: Sequence[Mapping[str, object]]) -> Figure:
     """Loss (train/val) and accuracy (train/val) vs epoch; a third learning-rate panel if lr is logged.
 
     Missing keys, None and NaN are skipped point by point, so a run without validation still plots.
@@ -171,4 +180,4 @@ def plot_curves(history: Sequence[Mapping[str, object]], path: str | os.PathLike
         if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 10:
             axes[2].set_yscale("log")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

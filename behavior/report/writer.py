@@ -1,7 +1,8 @@
 """Write an evaluation report (metrics, tables, predictions, figures) and training history to disk.
 
 Files written by write_report into out_dir:
-  per_class.csv         class,precision,recall,f1,support
+  per_class.csv         class,precision,recall,f1,support (support 0: a class with no clips here, named in
+                        metrics.json's absent_classes and left out of its averages)
   confusion_matrix.csv  "true\\pred",<class 0>,...,<class C-1>; one row per true class with counts
   confusion_matrix.png  row-normalised colours, counts in cells
   predictions.csv       path,true,pred,score,correct,prob:<class 0>,...,prob:<class C-1>
