@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from behavior.cli import entry_point
 from behavior.config import Settings, check_bool, check_device, check_number, check_text, device_of
-from behavior.data.prepare import clip_cache, clip_regions, resolve_records
 from behavior.data.pipeline import ClipPipeline
+from behavior.data.prepare import clip_cache, clip_regions, resolve_records
 from behavior.data.prescan import ScanResult, prescan, write_bad_clips
 from behavior.data.settings import EvaluateData
 from behavior.engine.checkpoint import Checkpoint, load_model

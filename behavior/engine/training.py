@@ -18,8 +18,15 @@ from behavior.engine.checkpoint import read_checkpoint
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
-from behavior.engine.trainer import (FitConfig, FitState, describe_epoch, fit, restore, resumable_checkpoint,
-                                     seed_everything)
+from behavior.engine.trainer import (
+    FitConfig,
+    FitState,
+    describe_epoch,
+    fit,
+    restore,
+    resumable_checkpoint,
+    seed_everything,
+)
 from behavior.errors import ConfigError
 from behavior.models import build_model
 from behavior.paths import user_path
