@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from behavior.cli import entry_point
 from behavior.config import Settings, check_bool, check_device, check_number, check_text, device_of
 from behavior.data.pipeline import ClipPipeline
-from behavior.data.prepare import clip_cache, clip_regions, resolve_records
+from behavior.data.prepare import check_cache_folder, clip_cache, clip_regions, resolve_records
 from behavior.data.prescan import ScanResult, prescan, write_bad_clips
 from behavior.data.settings import EvaluateData
 from behavior.engine.checkpoint import Checkpoint, load_model
@@ -83,6 +83,7 @@ def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> EvaluatePlan
     model, checkpoint = load_model(settings.checkpoint, device)
     checkpoint_sha256 = file_sha256(settings.checkpoint)  # now: the bytes loaded, even if the file is replaced later
     data = settings.data
+    check_cache_folder(data)
     records, _ = resolve_records(data.root, data.manifest)
     unknown = sorted({r.label for r in records} - set(checkpoint.class_names))
     if unknown:

@@ -92,3 +92,19 @@ def test_ctrl_c_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch):
     message = interrupted_message(tmp_path)
     assert "continue with:" in message and "'data.root=my clips'" in message
     assert message.rstrip().endswith(f"hydra.run.dir={tmp_path} trainer.resume=auto")
+
+
+def test_each_path_key_says_what_it_must_be(tmp_path, capsys):
+    from behavior.predict.batch import find_inputs
+    from behavior.video.stream import open_source
+
+    root = make_clip_tree(tmp_path / "clips", classes=("left", "right"), per_class=2)
+    clip = next(root.rglob("*.mp4"))
+    with pytest.raises(ConfigError, match=r"^data\.root=.*_\d+\.mp4: is a file, not a folder"):
+        prepared(capsys, clip)
+    with pytest.raises(ConfigError, match=r"^data\.cache=.*: is a file; give a folder"):
+        prepared(capsys, root, f"data.cache={clip}")
+    with pytest.raises(DataError, match=r"^source=.*clips: is a folder; give a video file"):
+        open_source(str(root))
+    with pytest.raises(DataError, match=r"^input=.*nope: not found"):
+        find_inputs(tmp_path / "nope", (".mp4",))

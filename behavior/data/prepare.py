@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from behavior.config import fail
 from behavior.data.cache import CacheSettings, ClipCache
 from behavior.data.flow import FlowConfig
 from behavior.data.prescan import BadClip, prescan, write_bad_clips
@@ -53,6 +54,7 @@ def prepare_data(data: DataConfig, backend: str, seed: int, progress: bool = Tru
     """Find, pre-scan and split the clips; reads only (a run's records are written by :func:`write_data_records`).
 
     What changes what is learned is said before training, in one block (:func:`dataset_warnings`)."""
+    check_cache_folder(data)
     records, base = resolve_records(data.root, data.manifest, data.synthetic)
 
     def split(clips: list[ClipRecord]) -> Split:
@@ -115,6 +117,12 @@ def write_data_records(run_dir: Path, data: DataConfig, prepared: PreparedData) 
     if data.prescan != "off":
         write_bad_clips(run_dir / "bad_clips.csv", prepared.bad)
     write_split(run_dir / "split.csv", prepared.split)
+
+
+def check_cache_folder(data: DataConfig | EvaluateData) -> None:
+    """``data.cache`` names a folder (made on first use): an existing file there is a mistake, not a cache."""
+    if data.cache and user_path(data.cache).exists() and not user_path(data.cache).is_dir():
+        raise fail("data.cache", data.cache, "is a file; give a folder for the decoded clips (or null)")
 
 
 def clip_cache(data: DataConfig | EvaluateData, backend: str, transform: TransformConfig,

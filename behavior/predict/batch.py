@@ -50,8 +50,8 @@ def find_inputs(target: Path, extensions: tuple[str, ...]) -> list[str]:
     if target.is_file():
         return [os.path.abspath(target)]  # named explicitly: taken whatever its extension
     if not target.is_dir():
-        raise DataError(f"input: not found: {target}" if not os.path.lexists(target)
-                        else f"input: {target} is neither a file nor a folder (or is a broken symlink)")
+        raise DataError(f"input={target}: not found" if not os.path.lexists(target)
+                        else f"input={target}: neither a file nor a folder (or a broken symlink)")
     errors: list[OSError] = []
     paths = [os.path.abspath(p) for p in find_videos(target, extensions, errors)]
     for err in errors:

@@ -98,5 +98,6 @@ def open_source(source: object) -> FrameSource:
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", target):
         return _pyav(target, live=True)
     if not os.path.isfile(target):
-        raise DataError(f"source={target}: file not found")
+        raise DataError(f"source={target}: " + ("is a folder; give a video file, a camera index or a stream URL"
+                                                if os.path.isdir(target) else "file not found"))
     return _pyav(target, live=False)
