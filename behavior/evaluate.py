@@ -18,6 +18,7 @@ from behavior.data.prescan import ScanResult, prescan, write_bad_clips
 from behavior.data.settings import EvaluateData
 from behavior.engine.checkpoint import Checkpoint, load_model
 from behavior.engine.evaluation import EvalLoader, evaluate_split
+from behavior.engine.finetune import weights_provenance
 from behavior.engine.inference import pipeline_of
 from behavior.engine.loop import amp_enabled
 from behavior.errors import DataError
@@ -106,6 +107,10 @@ def run(plan: EvaluatePlan) -> dict:
     write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
+    start = weights_provenance(checkpoint.state.get("initial_weights"))
+    if start:
+        print(f"the model was trained from {start['pretrained']} ({start['kind']}, sha256 "
+              f"{(start['sha256'] or '?')[:12]}): {start['summary']}")
     pipeline = plan.pipeline
     cache = clip_cache(data, pipeline.backend, pipeline.transform, pipeline.flow)
     # The checkpoint's region settings: evaluation crops the way training did.
@@ -116,7 +121,8 @@ def run(plan: EvaluatePlan) -> dict:
     metrics = evaluate_split(plan.model, scan.good, checkpoint.class_names, pipeline, device,
                              amp_enabled(settings.amp, device),
                              EvalLoader(settings.batch_size, settings.num_workers, settings.progress), run_dir,
-                             "evaluate", extra={"checkpoint": settings.checkpoint, "unreadable_clips": len(scan.bad)},
+                             "evaluate", extra={"checkpoint": settings.checkpoint, "unreadable_clips": len(scan.bad),
+                                                "initial_weights": start},
                              checkpoint=settings.checkpoint, checkpoint_sha256=plan.checkpoint_sha256)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics

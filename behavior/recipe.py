@@ -22,6 +22,7 @@ from behavior.data.transforms import TransformConfig
 from behavior.engine.optim import OptimConfig
 from behavior.engine.trainer import TrainerConfig
 from behavior.models import ModelConfig
+from behavior.models.pretrained import normalization_of
 from behavior.video import DecodeConfig
 
 
@@ -43,6 +44,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_number("seed", self.seed, integer=True)
+        if self.optim.backbone_lr_mult != 1.0 and self.model.pretrained is None:
+            raise fail("optim.backbone_lr_mult", self.optim.backbone_lr_mult, "slows the pretrained tensors: set "
+                                                                              "model.pretrained too (or leave it 1)")
         synthetic = not self.data.root and not self.data.manifest
         if synthetic and self.transform.hflip and set(self.data.synthetic.classes or ()) & set(CIRCLE_CLASSES):
             raise fail("transform.hflip", True, "must be false with the synthetic circle_cw / circle_ccw classes "
@@ -59,6 +63,7 @@ class Recipe:
         ``extra_keys`` are further top-level keys the caller reads itself (bench's ``bench``)."""
         values = plain(cfg)
         check_keys(values, "", [*(f.name for f in fields(cls)), *extra_keys])
+        values["transform"] = with_weights_normalization(values["transform"], values["model"])
         return cls(**{name: settings.from_mapping(values[name]) for name, settings in GROUPS.items()},
                    seed=values["seed"])
 
@@ -66,6 +71,20 @@ class Recipe:
         """The recipe as the YAML it came from: plain dicts per group (the model group flat, as in conf/model)."""
         return {f.name: (getattr(self, f.name).to_dict() if f.name in GROUPS else getattr(self, f.name))
                 for f in fields(self)}
+
+
+def with_weights_normalization(transform: Mapping, model: Mapping) -> Mapping:
+    """``transform.mean``/``std`` left null take the values the pretrained weights were trained with (torchvision's
+    metadata, the source run's recipe); the transform stage fills in what is still null."""
+    if not isinstance(transform, Mapping) or not isinstance(model, Mapping) or (
+            transform.get("mean") is not None and transform.get("std") is not None):
+        return transform
+    normalization = normalization_of(model.get("pretrained"))
+    if normalization is None:
+        return transform
+    mean, std = normalization
+    return {**transform, "mean": list(mean) if transform.get("mean") is None else transform["mean"],
+            "std": list(std) if transform.get("std") is None else transform["std"]}
 
 
 GROUPS = {"data": DataConfig, "decode": DecodeConfig, "sampling": SamplingConfig, "roi": RoiConfig,

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from behavior.config import compose_config, plain
 from behavior.engine.checkpoint import write_checkpoint
-from behavior.models import build_model
+from behavior.models import ModelConfig, build_model
 from behavior.recipe import Recipe, compose_recipe
 from tests.conftest import REPO
 
@@ -39,6 +39,11 @@ def run_module(module: str, *overrides: str, check: bool = True, cwd: Path = REP
 def tiny_recipe(*overrides: str) -> Recipe:
     """The train recipe with the tiny model and input, plus ``overrides`` (command-line syntax)."""
     return compose_recipe([*TINY_MODEL, *overrides])
+
+
+def model_config(name: str, **options) -> ModelConfig:
+    """A ModelConfig of a model registered by a test: RGB, from scratch, with ``options``."""
+    return ModelConfig(name, "rgb", "late", None, False, "none", None, options)
 
 
 def tiny_checkpoint(path: Path, class_names: list[str], recipe: Recipe | None = None,

@@ -26,6 +26,8 @@ from behavior.models import (
 from behavior.models import registry as registry_module
 from behavior.models.behaviornet import frame_differences, temporal_shift
 from behavior.models.image import BackboneSpec
+from behavior.models.registry import COMMON_KEYS
+from tests.helpers import model_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2plus1d_18"]
@@ -325,7 +327,7 @@ def test_options_have_no_code_defaults():
     with pytest.raises(TypeError, match="backbone"):
         BehaviorNet(3)
     with pytest.raises(ValueError, match=r"^model\.backbone is missing: model 'behaviornet' needs every option"):
-        ModelConfig("behaviornet", "rgb", "late", {})
+        model_config("behaviornet")
     with pytest.raises(ValueError, match=r"^model\.widths is missing"):
         ModelConfig.from_mapping({k: v for k, v in load_option("model", "behaviornet").items() if k != "widths"})
 
@@ -343,7 +345,7 @@ def test_register_model(monkeypatch):
         return nn.Sequential(nn.Flatten(), nn.LazyLinear(hidden), nn.Linear(hidden, num_classes))
 
     assert "tiny" in available_models() and model_options("tiny") == ("hidden",)
-    assert build_model(ModelConfig("tiny", "rgb", "late", {"hidden": 2}), 3)(torch.randn(1, 3, 1, 2, 2)).shape == (1, 3)
+    assert build_model(model_config("tiny", hidden=2), 3)(torch.randn(1, 3, 1, 2, 2)).shape == (1, 3)
     with pytest.raises(ValueError, match="already registered"):
         register_model("tiny")(lambda num_classes: nn.Identity())
     with pytest.raises(TypeError, match="num_classes"):
@@ -358,7 +360,7 @@ def test_every_registered_model_has_a_config():
 def test_config_files_build_and_spell_out_every_option(name):
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     assert cfg.name == name
-    options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "input", "fusion")}
+    options = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", *COMMON_KEYS)}
     assert list(options) == list(model_options(name))
     config = ModelConfig.from_mapping(cfg)
     assert config == ModelConfig.preset(name) and config.to_dict() == OmegaConf.to_container(cfg)

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from behavior.errors import ConfigError
-from behavior.models import ModelConfig, register_model, registry
+from behavior.models import register_model, registry
 from behavior.predict.batch import PredictSettings, run
 from behavior.predict.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
 from behavior.video.writer import write_video
-from tests.helpers import command_config, tiny_checkpoint, tiny_recipe
+from tests.helpers import command_config, model_config, tiny_checkpoint, tiny_recipe
 
 CLASSES = ["red", "blue"]
 FPS, SWITCH, DURATION = 10, 12, 20
@@ -73,7 +73,7 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    recipe = dataclasses.replace(tiny_recipe("transform.size=32"), model=ModelConfig("test_colour", "rgb", "late", {}))
+    recipe = dataclasses.replace(tiny_recipe("transform.size=32"), model=model_config("test_colour"))
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "colour.pt", CLASSES, recipe,
                            model=colour_net(len(CLASSES)))
 

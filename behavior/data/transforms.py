@@ -27,6 +27,8 @@ RESIZES = ("short_side", "letterbox")
 FLOW_ZERO = 128  # uint8 code of no motion (behavior.data.flow.ZERO)
 FLOW_STD = 0.25  # flow codes / 255 spread: +/- the bound maps to about +/- 2 after normalizing
 TRAIN_CROPS = ("random_resized", "random", "center")
+# transform.mean/std = null without pretrained weights: Kinetics-400's statistics, the usual ones for video.
+KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class TransformConfig(Settings):
     crop_scale: tuple[float, float]
     crop_ratio: tuple[float, float]
     hflip: bool
-    mean: tuple[float, float, float]
+    mean: tuple[float, float, float]  # null in the YAML: the recipe fills in the pretrained weights' own
     std: tuple[float, float, float]
 
     def __post_init__(self) -> None:
@@ -59,8 +61,8 @@ class TransformConfig(Settings):
         ratio = check_numbers("transform.crop_ratio", self.crop_ratio, 2)
         if not 0.0 < ratio[0] <= ratio[1]:
             raise fail("transform.crop_ratio", list(ratio), "must satisfy 0 < min <= max")
-        mean = check_numbers("transform.mean", self.mean, 3, 0.0, 1.0)
-        std = check_numbers("transform.std", self.std, 3)
+        mean = check_numbers("transform.mean", KINETICS_MEAN if self.mean is None else self.mean, 3, 0.0, 1.0)
+        std = check_numbers("transform.std", KINETICS_STD if self.std is None else self.std, 3)
         if not all(s > 0.0 for s in std):
             raise fail("transform.std", list(std), "must be 3 numbers > 0")
         for name, value in (("crop_scale", scale), ("crop_ratio", ratio), ("mean", mean), ("std", std)):

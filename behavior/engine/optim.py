@@ -32,6 +32,7 @@ class OptimConfig(Settings):
     mixup_alpha: float  # > 0: blend clip pairs and labels with a Beta(alpha, alpha) weight; 0 = off
     class_weighted: bool
     grad_clip: float  # max gradient norm; 0 = off
+    backbone_lr_mult: float  # the loaded (pretrained) stem and backbone learn at lr x this
 
     def __post_init__(self) -> None:
         check_choice("optim.name", self.name, ("adamw",))
@@ -46,23 +47,32 @@ class OptimConfig(Settings):
         check_number("optim.mixup_alpha", self.mixup_alpha, 0)
         check_bool("optim.class_weighted", self.class_weighted)
         check_number("optim.grad_clip", self.grad_clip, 0)
+        check_number("optim.backbone_lr_mult", self.backbone_lr_mult, 0, 1)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases: decaying them only hurts small networks.
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, slow: Sequence[str] = ()) -> torch.optim.Optimizer:
+    """AdamW over every parameter; those named in ``slow`` (pretrained ones) at ``lr * backbone_lr_mult``.
+    Parameters frozen for a while (``model.freeze``) are in it too: they get no gradient, so no update, until
+    they are unfrozen."""
+    slow = set(slow)
+    groups = {}
+    for name, p in model.named_parameters():
+        # No weight decay on norms and biases: decaying them only hurts small networks.
+        key = (p.ndim > 1, name in slow)
+        groups.setdefault(key, []).append(p)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+          "lr": cfg.lr * (cfg.backbone_lr_mult if is_slow else 1.0)}
+         for (decay, is_slow), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))],
+        lr=cfg.lr, betas=cfg.betas)
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int):
     """Stepped once per batch. Cosine has a linear warm-up; one-cycle brings its own."""
     total = max(1, steps_per_epoch * epochs)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total,
                                                    pct_start=cfg.pct_start)
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
     min_factor = cfg.min_lr_ratio

@@ -14,6 +14,7 @@ from torch import nn
 
 from behavior.config import Settings, check_bool, check_choice, check_device, check_number, check_text
 from behavior.engine.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
+from behavior.engine.finetune import set_frozen
 from behavior.engine.loop import evaluation_loss, predict, train_one_epoch
 from behavior.models import ModelConfig
 
@@ -42,6 +43,8 @@ class FitConfig:
     progress: bool = True
     mixup_alpha: float = 0.0  # > 0: train on mixed clip pairs (needs num_classes)
     num_classes: int | None = None
+    initial_weights: dict | None = None  # finetune.initial_weights_record: kept in every checkpoint
+    unfreeze_after: int | None = None  # epochs the record's frozen parameters stay frozen; None = throughout
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,19 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
             # functions already. With this state a resumed run replays the uninterrupted one exactly.
             rng_state=torch.get_rng_state(),
             cuda_rng_state=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            initial_weights=cfg.initial_weights,
         )
+
+    frozen = cfg.initial_weights["frozen"] if cfg.initial_weights else []
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run replays the same batches.
         train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
         train_loader.dataset.set_epoch(epoch)
+        thawed = cfg.unfreeze_after is not None and epoch > cfg.unfreeze_after
+        set_frozen(model, frozen, not thawed)
+        if frozen and thawed and epoch == cfg.unfreeze_after + 1:
+            print(f"epoch {epoch}: the {len(frozen)} frozen pretrained tensors train from now on")
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device, cfg.amp, scaler,
                                 cfg.grad_clip, desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress,
                                 mixup_alpha=cfg.mixup_alpha, num_classes=cfg.num_classes)

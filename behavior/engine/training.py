@@ -16,6 +16,7 @@ from behavior.data.pipeline import ClipPipeline, input_channels
 from behavior.data.prepare import PreparedData, clip_cache, clip_regions, prepare_data, write_data_records
 from behavior.engine.checkpoint import read_checkpoint
 from behavior.engine.evaluation import EvalLoader, evaluate_split
+from behavior.engine.finetune import describe_start, initial_weights_record, weights_provenance
 from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import (
@@ -29,6 +30,7 @@ from behavior.engine.trainer import (
 )
 from behavior.errors import ConfigError
 from behavior.models import build_model
+from behavior.models.pretrained import WeightsSource, fetch, load_pretrained, weights_source
 from behavior.paths import user_path
 from behavior.recipe import Recipe
 from behavior.report import write_history
@@ -45,6 +47,7 @@ class TrainPlan:
     run_dir: Path
     resume: str | None
     data: PreparedData
+    weights: WeightsSource | None  # model.pretrained, fetched and tried on the model (None when resuming)
 
 
 def resume_path(resume: str | None, run_dir: Path, run_dir_given: bool = True) -> str | None:
@@ -82,11 +85,32 @@ def plan_training(recipe: Recipe, run_dir: Path, split_seed: int | None = None,
     whether it fits, the clips. ``split_seed`` (default ``recipe.seed``) draws the train/val/test split."""
     run_dir = Path(run_dir)
     resume = resume_path(recipe.trainer.resume, run_dir, run_dir_given)
+    # A resumed run has its weights already; a new one fetches model.pretrained before the long pre-scan.
+    weights = None if resume else weights_source(recipe.model.pretrained)
+    if weights is not None:
+        fetch(weights)
     split_seed = recipe.seed if split_seed is None else split_seed
     data = prepare_data(recipe.data, recipe.decode.backend, split_seed, progress=recipe.trainer.progress)
     if resume:
         resumable_checkpoint(resume, recipe.model, list(data.class_names))
-    return TrainPlan(recipe, run_dir, resume, data)
+    if weights is not None:  # weights that do not fit stop here, not after the run folder is made
+        load_pretrained(build_model(recipe.model, len(data.class_names), recipe.flow_channels), weights,
+                        recipe.model.pretrained_strict)
+    return TrainPlan(recipe, run_dir, resume, data, weights)
+
+
+def initial_weights(plan: TrainPlan, model: torch.nn.Module) -> dict | None:
+    """Load ``model.pretrained`` into ``model`` and return the record checkpoints keep (a resumed run carries
+    its checkpoint's record on); None when training from scratch."""
+    if plan.resume:
+        return read_checkpoint(plan.resume, "trainer.resume").state.get("initial_weights")
+    if plan.weights is None:
+        return None
+    recipe = plan.recipe
+    report = load_pretrained(model, plan.weights, recipe.model.pretrained_strict)
+    record = initial_weights_record(model, plan.weights, report, recipe.model, recipe.optim.backbone_lr_mult)
+    print(describe_start(record, recipe.model.unfreeze_after, recipe.optim.backbone_lr_mult))
+    return record
 
 
 def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> dict:
@@ -125,8 +149,10 @@ def run_training(plan: TrainPlan) -> dict:
                                recipe.seed, pin_memory=device.type == "cuda")
 
     train_loader, val_loader = loader("train", True), loader("val", False)
-    model = build_model(recipe.model, len(data.class_names), recipe.flow_channels).to(device)
-    optimizer = build_optimizer(model, recipe.optim)
+    model = build_model(recipe.model, len(data.class_names), recipe.flow_channels)
+    start_weights = initial_weights(plan, model)
+    model = model.to(device)
+    optimizer = build_optimizer(model, recipe.optim, start_weights["slow"] if start_weights else ())
     scheduler = build_scheduler(optimizer, recipe.optim, len(train_loader), trainer.epochs)
     train_labels = [data.class_to_idx[r.label] for r in data.split.train]
     loss_fn = build_loss(recipe.optim, train_labels, len(data.class_names)).to(device)
@@ -146,7 +172,7 @@ def run_training(plan: TrainPlan) -> dict:
     print(f"model {recipe.model.name}: {params / 1e6:.2f}M parameters; device {device}{' (AMP)' if amp else ''}")
 
     fit_cfg = FitConfig(trainer.epochs, trainer.patience, recipe.optim.grad_clip, amp, recipe.seed, trainer.progress,
-                        recipe.optim.mixup_alpha, len(data.class_names))
+                        recipe.optim.mixup_alpha, len(data.class_names), start_weights, recipe.model.unfreeze_after)
     state = state or FitState()
 
     def on_epoch(row):
@@ -172,7 +198,8 @@ def run_training(plan: TrainPlan) -> dict:
     metrics = evaluate_split(model, parts[split_name], data.class_names, pipeline, device, amp,
                              EvalLoader(trainer.eval_batch_size, trainer.num_workers, trainer.progress), run_dir,
                              split_name, extra={"best_epoch": reported.epoch, "epochs_run": state.epoch,
-                                                "checkpoint": f"{trainer.report_on}.pt"},
+                                                "checkpoint": f"{trainer.report_on}.pt",
+                                                "initial_weights": weights_provenance(start_weights)},
                              checkpoint=run_dir / f"{trainer.report_on}.pt")
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(parts[split_name]), wall_seconds=time.perf_counter() - start)

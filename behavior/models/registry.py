@@ -28,6 +28,9 @@ ModelBuilder = Callable[..., nn.Module]
 INPUTS = tuple("+".join(s for i, s in enumerate(STREAMS) if mask >> i & 1) for mask in (1, 2, 4, 3, 5, 6, 7))
 
 _MODELS: dict[str, ModelBuilder] = {}
+FREEZE = ("none", "stem", "backbone")
+# Keys of every conf/model option besides `name`; the rest are the builder's own options.
+COMMON_KEYS = ("input", "fusion", "pretrained", "pretrained_strict", "freeze", "unfreeze_after")
 
 
 class OptionError(ConfigError):
@@ -90,9 +93,27 @@ class ModelConfig(Settings):
     name: str
     input: str
     fusion: str
+    pretrained: str | None  # where the initial weights come from (models/pretrained.py); checked by training
+    pretrained_strict: bool
+    freeze: str  # none | stem | backbone: parameters not trained at first
+    unfreeze_after: int | None  # epochs after which the frozen parameters train too; null = never
     options: Mapping[str, Any]
 
     def __post_init__(self) -> None:
+        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
+            raise fail("model.pretrained", self.pretrained, "must be null, torchvision weights (e.g. "
+                                                            "ResNet18_Weights.IMAGENET1K_V1) or a weights file")
+        if not isinstance(self.pretrained_strict, bool):
+            raise fail("model.pretrained_strict", self.pretrained_strict, "must be true or false")
+        if self.freeze not in FREEZE:
+            raise fail("model.freeze", self.freeze, f"choose one of {', '.join(FREEZE)}")
+        if self.unfreeze_after is not None and (isinstance(self.unfreeze_after, bool)
+                                                or not isinstance(self.unfreeze_after, int) or self.unfreeze_after < 1):
+            raise fail("model.unfreeze_after", self.unfreeze_after, "must be an integer >= 1 (epochs) or null")
+        if self.freeze != "none" and self.pretrained is None:
+            raise fail("model.freeze", self.freeze, "keeps pretrained tensors as they are: set model.pretrained too")
+        if self.unfreeze_after is not None and self.freeze == "none":
+            raise fail("model.unfreeze_after", self.unfreeze_after, "needs model.freeze=stem|backbone")
         if self.input not in INPUTS:
             raise fail("model.input", self.input, f"choose one of {', '.join(INPUTS)}")
         if "flow" in self.streams and "in_channels" not in model_options(self.name):
@@ -131,14 +152,14 @@ class ModelConfig(Settings):
                                         f"{', '.join(available_models())}")
         options = dict(values)
         _get(options["name"])
-        for key in ("input", "fusion"):
+        for key in COMMON_KEYS:
             if key not in options:
                 raise ConfigError(f"model.{key} is missing (every conf/model option sets it)")
-        return cls(options.pop("name"), options.pop("input"), options.pop("fusion"), options)
+        return cls(options.pop("name"), **{key: options.pop(key) for key in COMMON_KEYS}, options=options)
 
     def to_dict(self) -> dict:
-        """The group as it reads in YAML: ``name``, ``input``, ``fusion`` and the options side by side."""
-        return {"name": self.name, "input": self.input, "fusion": self.fusion, **self.options}
+        """The group as it reads in YAML: ``name``, the keys every model has, and the options side by side."""
+        return {"name": self.name, **{key: getattr(self, key) for key in COMMON_KEYS}, **self.options}
 
 
 def build_model(cfg: ModelConfig, num_classes: int, flow_channels: int | None = None) -> nn.Module:
