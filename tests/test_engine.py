@@ -180,3 +180,13 @@ def test_resume_refuses_another_model_or_class_list_and_says_what_differs(tmp_pa
     other = ModelConfig.preset("behaviornet", widths=[8, 32])
     with pytest.raises(CheckpointError, match=r"model.widths \[8, 16\] in the checkpoint, \[8, 32\] here"):
         restore(path, build_model(other, 3), optimizer, scheduler, None, other, ["a", "b", "c"])
+
+
+def test_a_checkpoint_of_an_earlier_version_still_reads(tmp_path):
+    old = state()
+    for key in ("fusion", "pretrained", "pretrained_strict", "freeze", "unfreeze_after"):
+        old["recipe"]["model"].pop(key)
+    old["recipe"]["optim"].pop("backbone_lr_mult")
+    torch.save(old, tmp_path / "old.pt")
+    recipe = read_checkpoint(tmp_path / "old.pt").recipe
+    assert recipe.model.fusion == "late" and recipe.model.pretrained is None and recipe.optim.backbone_lr_mult == 1.0

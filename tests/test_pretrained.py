@@ -104,7 +104,8 @@ def test_wrong_files_are_one_line_errors_and_code_never_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"list\.pt: not a state dict"):
         load_pretrained(model, weights_source(str(not_a_state_dict)))
     wrong_shapes = tmp_path / "shapes.pth"
-    torch.save({k: torch.zeros(*(s + 1 for s in v.shape)) for k, v in model.state_dict().items() if v.ndim}, wrong_shapes)
+    grown = {k: torch.zeros(*(s + 1 for s in v.shape)) for k, v in model.state_dict().items() if v.ndim}
+    torch.save(grown, wrong_shapes)
     for strict in (False, True):
         with pytest.raises(ConfigError, match=r"shapes\.pth: no tensor of it fits"):
             load_pretrained(model, weights_source(str(wrong_shapes)), strict=strict)

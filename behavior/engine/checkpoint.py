@@ -75,11 +75,25 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
         raise CheckpointError(f"{key}={path}: not a behavior checkpoint of this version (needs keys "
                               f"{', '.join(REQUIRED_KEYS)}); retrain it with behavior.train")
     try:
-        recipe = Recipe.from_config(state["recipe"])
+        recipe = Recipe.from_config(upgraded_recipe(state["recipe"]))
     except ConfigError as err:
         raise CheckpointError(f"{key}={path}: its recipe does not check ({err}); it was written by another "
                               "version of behavior") from None
     return Checkpoint(path, recipe, list(state["class_names"]), int(state["epoch"]), state)
+
+
+# Keys added to the recipe since checkpoints were first written, with the value that means "as before": a
+# checkpoint of an earlier version reads as what it was trained with.
+ADDED_KEYS = {"model": {"fusion": "late", "pretrained": None, "pretrained_strict": False, "freeze": "none",
+                        "unfreeze_after": None},
+              "optim": {"backbone_lr_mult": 1.0}}
+
+
+def upgraded_recipe(recipe: Any) -> Any:
+    if not isinstance(recipe, dict):
+        return recipe
+    return {**recipe, **{group: {**added, **recipe[group]} for group, added in ADDED_KEYS.items()
+                         if isinstance(recipe.get(group), dict)}}
 
 
 def load_model(path: str | Path, device: torch.device, key: str = "checkpoint") -> tuple[torch.nn.Module, Checkpoint]:
