@@ -107,10 +107,10 @@ def run(plan: EvaluatePlan) -> dict:
     write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
-    start = weights_provenance(checkpoint.state.get("initial_weights"))
-    if start:
-        print(f"the model was trained from {start['pretrained']} ({start['kind']}, sha256 "
-              f"{(start['sha256'] or '?')[:12]}): {start['summary']}")
+    origin = weights_provenance(checkpoint.state.get("initial_weights"))
+    if origin:
+        print(f"the model was trained from {origin['pretrained']} ({origin['kind']}, sha256 "
+              f"{(origin['sha256'] or '?')[:12]}): {origin['summary']}")
     pipeline = plan.pipeline
     cache = clip_cache(data, pipeline.backend, pipeline.transform, pipeline.flow)
     # The checkpoint's region settings: evaluation crops the way training did.
@@ -122,7 +122,7 @@ def run(plan: EvaluatePlan) -> dict:
                              amp_enabled(settings.amp, device),
                              EvalLoader(settings.batch_size, settings.num_workers, settings.progress), run_dir,
                              "evaluate", extra={"checkpoint": settings.checkpoint, "unreadable_clips": len(scan.bad),
-                                                "initial_weights": start},
+                                                "initial_weights": origin},
                              checkpoint=settings.checkpoint, checkpoint_sha256=plan.checkpoint_sha256)
     print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
     return metrics

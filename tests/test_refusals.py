@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_clip_tree
-from tests.helpers import TINY, run_module
+from tests.helpers import TINY, run_main, run_module
 
 pytestmark = pytest.mark.slow  # the commands run in subprocesses, as a user runs them
 
@@ -32,10 +32,11 @@ def finished(tmp_path_factory):
 
 
 def refused(module: str, *overrides: str) -> str:
-    proc = run_module(module, *overrides, check=False)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), proc.stderr
+    """The command's error line; in this process (the commands' own code path, without a subprocess's imports)."""
+    code, out, err = run_main(module, *overrides)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), err
     return lines[-1]
 
 
@@ -75,10 +76,11 @@ def test_resume_auto_needs_the_run_folder(finished, tmp_path):
 def test_evaluate_never_writes_into_a_training_run(finished):
     clips, _, run, _ = finished
     before = folder_hashes(run)
-    proc = run_module("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.root={clips}",
-                      f"hydra.run.dir={run}", "num_workers=0", "progress=false")
+    code, _, err = run_main("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.root={clips}",
+                            f"hydra.run.dir={run}", "num_workers=0", "progress=false")
+    assert code == 0, err
     inside = [p for p in run.iterdir() if p.name.startswith("evaluate_")]
-    assert len(inside) == 1 and "holds a training run" in proc.stderr and str(inside[0]) in proc.stderr
+    assert len(inside) == 1 and "holds a training run" in err and str(inside[0]) in err
     assert {k: v for k, v in folder_hashes(run).items() if not k.startswith("evaluate_")} == before
     metrics = json.loads((inside[0] / "metrics.json").read_text())
     assert metrics["num_clips"] == 12
