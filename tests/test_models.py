@@ -28,7 +28,7 @@ from behavior.models.behaviornet import frame_differences, temporal_shift
 from behavior.models.image import BackboneSpec
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
-VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2plus1d_18"]
+VIDEO_MODELS = ["behaviornet", "spatial_attention_net", "r3d_18", "mc3_18", "r2plus1d_18", "s3d"]
 
 
 @pytest.fixture(autouse=True)
@@ -293,7 +293,8 @@ def test_available_models_sorted():
         ),
         (
             {"name": "behaviornet", "backbone": "vgg"},
-            "model.backbone=vgg: choose one of resnet, spatial_attention_net$",
+            "model.backbone=vgg: choose one of resnet, spatial_attention_net, resnet18, resnet34, resnet50, "
+            "mobilenet_v3_large, mobilenet_v3_small, efficientnet_b0$",
         ),
         ({"name": "behaviornet", "widths": [16, 0]}, r"model.widths=\[16, 0\]: must be a list of integers >= 1$"),
         ({"name": "behaviornet", "widths": []}, r"model.widths=\[\]: must be a list of integers >= 1$"),
