@@ -185,7 +185,7 @@ def test_s3d_takes_short_small_clips():
         assert model(torch.randn(1, 3, 8, 48, 40)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("preset", ["s3d"])
+@pytest.mark.parametrize("preset", ["behaviornet_resnet18", "behaviornet_mobilenet", "s3d"])
 def test_new_config_files_build(preset):
     values = load_option("model", preset)
     options = {k: v for k, v in values.items() if k not in ("name", "input", "fusion")}
