@@ -180,6 +180,7 @@ def test_every_model_exposes_the_layout_contract(name, options):
 
 def test_s3d_takes_short_small_clips():
     model = build_model(ModelConfig.preset("s3d"), 4).eval()
+    assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm3d)} == {0.1}
     with torch.no_grad():
         assert model(torch.randn(1, 3, 5, 32, 32)).shape == (1, 4)
         assert model(torch.randn(1, 3, 8, 48, 40)).shape == (1, 4)

@@ -14,6 +14,7 @@ Each is the torchvision model itself, so its layout attributes (contract in fram
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 from torchvision.models import video
@@ -59,7 +60,11 @@ def s3d(num_classes: int, *, dropout: float) -> nn.Module:
     """S3D for clips of at least 5 frames of 32x32. torchvision's fixed 2x7x7 average pool needs 14+ frames of
     224x224; a global average pool (no parameters, so the state dict is unchanged) takes any size at or above
     that minimum, and on exactly 2x7x7 final maps it is the same average."""
+    # torchvision's BN momentum of 0.001 (its weights come from TensorFlow) leaves the running statistics near
+    # their start for about a thousand steps, more than a small training run takes: evaluation would normalise
+    # with them. PyTorch's usual 0.1 (same eps, same keys) follows the data within tens of steps.
+    norm = partial(nn.BatchNorm3d, eps=0.001, momentum=0.1)
     model = video.s3d(weights=None, num_classes=check_int("num_classes", num_classes, 1),
-                      dropout=check_prob("dropout", dropout))
+                      dropout=check_prob("dropout", dropout), norm_layer=norm)
     model.avgpool = nn.AdaptiveAvgPool3d(1)
     return _with_layout(model, "s3d", "features.0.", "classifier.")
