@@ -82,7 +82,8 @@ def test_train_help_lists_groups_options_and_group_keys(helps):
     text = helps["train"]
     table = rows(text)
     assert text.startswith("usage: python -m behavior.train [group=option ...] [key=value ...]\n")
-    assert table["model=behaviornet"].startswith("options: behaviornet, mc3_18, r2plus1d_18, r3d_18,")
+    assert table["model=behaviornet"].startswith("options: behaviornet, behaviornet_mobilenet, behaviornet_resnet18, "
+                                                 "mc3_18, r2plus1d_18, r3d_18, s3d,")
     assert "default, letterbox, small, small_portrait" in table["transform=default"]
     assert "none by default" in table["experiment=null"] and "basketball, surveillance_fight" in \
         table["experiment=null"]

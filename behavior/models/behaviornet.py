@@ -17,9 +17,13 @@ and transformer heads.
 (input channels doubled in the stem only): static background clutter cancels in the difference, so the
 network is told where something moves at the cost of one subtraction.
 
-`temporal_shift` (resnet backbone only, default off) adds a cheap motion cue: at the start of every
+`temporal_shift` (residual backbones only, default off) adds a cheap motion cue: at the start of every
 residual branch 1/8 of the channels are taken from the previous frame and 1/8 from the next one (TSM,
 Lin et al., 2019), which costs no FLOPs and no parameters.
+
+`backbone` may also name a torchvision image model (resnet18/34/50, mobilenet_v3_large/small, efficientnet_b0:
+frame_backbones.py), kept under torchvision's layer names so ImageNet weights load into it; the options that
+shape the project's own networks (stem_width, stem_stride, widths, blocks_per_stage) do not apply to those.
 """
 
 from __future__ import annotations
@@ -30,25 +34,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .frame_backbones import RESNETS, TORCHVISION_BACKBONES, TorchvisionBackbone, temporal_shift, with_parameters
 from .image import BackboneSpec, init_weights, make_stem, plain_features
 from .registry import OptionError, check_bool, check_choice, check_int, check_prob, register_model
 from .temporal import TemporalPool
 
-BACKBONES = ("resnet", "spatial_attention_net")
-
-
-def temporal_shift(x: Tensor, n_frames: int, fold_div: int = 8) -> Tensor:
-    """Shift 1/fold_div of the channels one frame back and as many one frame forward, zero-filling ends."""
-    nt, c, h, w = x.shape
-    fold = c // fold_div
-    if n_frames == 1 or fold == 0:
-        return x
-    x = x.reshape(nt // n_frames, n_frames, c, h, w)
-    out = torch.zeros_like(x)
-    out[:, 1:, :fold] = x[:, :-1, :fold]  # frame t sees frame t-1
-    out[:, :-1, fold : 2 * fold] = x[:, 1:, fold : 2 * fold]  # frame t sees frame t+1
-    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
-    return out.reshape(nt, c, h, w)
+BACKBONES = ("resnet", "spatial_attention_net", *TORCHVISION_BACKBONES)
+SHIFT_BACKBONES = ("resnet", *RESNETS)  # residual ones: TSM shifts the start of each residual branch
 
 
 def frame_differences(x: Tensor) -> Tensor:
@@ -134,7 +126,10 @@ class BehaviorNet(nn.Module):
     VGG-style SpatialAttentionNet features (conv stages + max-pool). `widths` has one entry per stage;
     `attention_stages` are 0-based stage indices that get a SpatialAttention module when `attention`
     is true (None: every stage but the first); `attention: false` builds the same network without
-    them, for ablations.
+    them, for ablations. A torchvision backbone name (frame_backbones.py) gives its four stages, with
+    identity-start attention; stem_width, stem_stride, widths and blocks_per_stage are then ignored.
+    Layout attributes (stem_prefixes, head_prefixes; torchvision_name, torchvision_prefix for a torchvision
+    backbone) are described in frame_backbones.py.
     Every option is required: their defaults are written once, in conf/model/behaviornet.yaml
     (``build_model(ModelConfig.preset("behaviornet", ...), n)`` builds one from code).
     """
@@ -162,32 +157,53 @@ class BehaviorNet(nn.Module):
         backbone = check_choice("backbone", backbone, BACKBONES)
         self.in_channels = check_int("in_channels", in_channels, 1)
         self.frame_diff = check_bool("frame_diff", frame_diff)
-        spec = BackboneSpec.check(
-            in_channels=in_channels * (2 if frame_diff else 1),
-            stem_width=stem_width,
-            stem_stride=stem_stride,
-            widths=widths,
-            blocks_per_stage=blocks_per_stage,
-            attention=attention,
-            attention_kind=attention_kind,
-            attention_kernel=attention_kernel,
-            attention_stages=attention_stages,
-        )
-        if check_bool("temporal_shift", temporal_shift) and backbone != "resnet":
-            raise OptionError("temporal_shift", True, f"must be false with backbone {backbone!r} (true needs 'resnet')")
+        channels = in_channels * (2 if frame_diff else 1)
+        attention_options = {"attention": attention, "attention_kind": attention_kind,
+                             "attention_kernel": attention_kernel, "attention_stages": attention_stages}
+        if backbone in TORCHVISION_BACKBONES:
+            self._check_shift(backbone, temporal_shift)
+            self.backbone: nn.Module = TorchvisionBackbone(backbone, in_channels=channels, shift=temporal_shift,
+                                                           **attention_options)
+            spec = self.backbone.spec
+        else:
+            spec = BackboneSpec.check(in_channels=channels, stem_width=stem_width, stem_stride=stem_stride,
+                                      widths=widths, blocks_per_stage=blocks_per_stage, **attention_options)
+            self._check_shift(backbone, temporal_shift)
+            if backbone == "resnet":
+                self.backbone = FrameResNet(spec, shift=temporal_shift)
+            else:
+                self.backbone = plain_features(spec)
         self.spec = spec
         self.backbone_name = backbone
-        if backbone == "resnet":
-            self.backbone: nn.Module = FrameResNet(spec, shift=temporal_shift)
-        else:
-            self.backbone = plain_features(spec)
         self.feature_dim = spec.widths[-1]
         self.spatial_pool = nn.AdaptiveAvgPool2d(1)
         self.temporal_pool = TemporalPool(temporal_pool, self.feature_dim)
         self.dropout = nn.Dropout(check_prob("dropout", dropout))
         self.head = nn.Linear(self.feature_dim, check_int("num_classes", num_classes, 1))
+        # For the torchvision backbones this redraws what torchvision drew the same way (He fan-out convs,
+        # identity norms); their classifiers, the only layers initialised otherwise, are gone.
         init_weights(self)
         self.temporal_pool.reset_parameters()
+        self._set_layout()
+
+    @staticmethod
+    def _check_shift(backbone: str, shift: bool) -> None:
+        if check_bool("temporal_shift", shift) and backbone not in SHIFT_BACKBONES:
+            raise OptionError("temporal_shift", True, f"must be false with backbone {backbone!r} (true needs a "
+                                                      f"residual one: {', '.join(SHIFT_BACKBONES)})")
+
+    def _set_layout(self) -> None:
+        """The layout attributes the pretrained loader reads (contract in frame_backbones.py)."""
+        head = ["temporal_pool.", "head."]
+        if isinstance(self.backbone, TorchvisionBackbone):
+            self.torchvision_name = self.backbone.torchvision_name
+            self.torchvision_prefix = "backbone." + self.backbone.torchvision_prefix
+            stem = ["backbone." + prefix for prefix in self.backbone.stem_prefixes]
+            head.insert(0, "backbone.attention.")  # new layers: no torchvision weights cover them
+        else:
+            stem = ["backbone.stem." if isinstance(self.backbone, FrameResNet) else "backbone.0."]
+        self.stem_prefixes = with_parameters(self, stem)
+        self.head_prefixes = with_parameters(self, head)
 
     def frame_features(self, x: Tensor) -> Tensor:
         """Per-frame feature vectors [B, T, feature_dim] for a clip batch [B, C, T, H, W]."""
@@ -197,7 +213,7 @@ class BehaviorNet(nn.Module):
             x = torch.cat([x, frame_differences(x)], dim=1)
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        if isinstance(self.backbone, FrameResNet):
+        if isinstance(self.backbone, FrameResNet | TorchvisionBackbone):
             maps = self.backbone(frames, n_frames=t)
         else:
             maps = self.backbone(frames)

@@ -35,6 +35,7 @@ class BackboneSpec:
     attention_stages: tuple[int, ...]  # empty when attention is off
     attention_kind: str
     attention_kernel: int
+    identity_start: bool = False  # SpatialAttention starts as an exact identity (for pretrained backbones)
 
     @classmethod
     def check(
@@ -49,6 +50,7 @@ class BackboneSpec:
         attention_kind: Any,
         attention_kernel: Any,
         attention_stages: Any,
+        identity_start: bool = False,
     ) -> BackboneSpec:
         widths = check_int_list("widths", widths, 1)
         if attention_stages is None:
@@ -75,11 +77,12 @@ class BackboneSpec:
             attention_stages=tuple(sorted(stages)) if check_bool("attention", attention) else (),
             attention_kind=check_attention_kind("attention_kind", attention_kind),
             attention_kernel=check_attention_kernel("attention_kernel", attention_kernel),
+            identity_start=check_bool("identity_start", identity_start),
         )
 
     def attention_for(self, stage: int, channels: int) -> nn.Module:
         if stage in self.attention_stages:
-            return SpatialAttention(channels, self.attention_kernel, self.attention_kind)
+            return SpatialAttention(channels, self.attention_kernel, self.attention_kind, self.identity_start)
         return nn.Identity()
 
 
