@@ -20,6 +20,7 @@ from behavior.models import (
     model_options,
 )
 from behavior.models.frame_backbones import TORCHVISION_BACKBONES, layer_group, layer_groups
+from behavior.models.registry import COMMON_KEYS
 
 CLASSIFIERS = ("fc.", "classifier.")  # torchvision's own classifier heads: never loaded into ours
 
@@ -32,7 +33,7 @@ def _seed():
 def net(backbone: str, num_classes: int = 3, **options) -> BehaviorNet:
     """BehaviorNet with conf/model/behaviornet.yaml's options, RGB frames only, and ``options`` (built directly:
     ModelConfig would build each model twice)."""
-    preset = {k: v for k, v in load_option("model", "behaviornet").items() if k not in ("name", "input", "fusion")}
+    preset = {k: v for k, v in load_option("model", "behaviornet").items() if k not in ("name", *COMMON_KEYS)}
     return BehaviorNet(num_classes, **{**preset, "backbone": backbone, "frame_diff": False, **options})
 
 
@@ -189,7 +190,7 @@ def test_s3d_takes_short_small_clips():
 @pytest.mark.parametrize("preset", ["behaviornet_resnet18", "behaviornet_mobilenet", "s3d"])
 def test_new_config_files_build(preset):
     values = load_option("model", preset)
-    options = {k: v for k, v in values.items() if k not in ("name", "input", "fusion")}
+    options = {k: v for k, v in values.items() if k not in ("name", *COMMON_KEYS)}
     assert list(options) == list(model_options(values["name"]))
     config = ModelConfig.from_mapping(values)
     assert config.to_dict() == values

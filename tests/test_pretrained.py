@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 import urllib.error
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from behavior.models import ModelConfig, build_model
 from behavior.models.pretrained import fetch, load_pretrained, weights_source
 from behavior.recipe import compose_recipe
 from tests.conftest import make_clip_tree
-from tests.helpers import TINY, tiny_recipe
+from tests.helpers import TINY, run_main, tiny_recipe
 
 R3D_FILE = "r3d_18-b3b3357e.pth"  # os.path.basename(R3D_18_Weights.KINETICS400_V1.url)
 
@@ -55,6 +55,28 @@ def test_kinetics_weights_load_from_the_cache(torch_home):
     assert compose_recipe(["model=r3d_18", "model.pretrained=R3D_18_Weights.KINETICS400_V1",
                            "transform.mean=[0.5,0.5,0.5]"]).transform.mean == (0.5, 0.5, 0.5)
     assert compose_recipe(["model=r3d_18"]).transform.mean == (0.45, 0.45, 0.45)
+
+
+def test_imagenet_weights_load_into_the_attention_backbone(torch_home):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(2)
+    state = resnet18(weights=None).state_dict()
+    torch_home.mkdir(parents=True)
+    torch.save(state, torch_home / "resnet18-f37072fd.pth")  # ResNet18_Weights.IMAGENET1K_V1's file name
+    recipe = compose_recipe(["model=behaviornet_resnet18", "model.pretrained=ResNet18_Weights.IMAGENET1K_V1"])
+    assert recipe.transform.mean == pytest.approx((0.485, 0.456, 0.406))  # ImageNet's, from the weights' metadata
+    model = build_model(recipe.model, 5)
+    report = load_pretrained(model, weights_source(recipe.model.pretrained))
+    own = model.state_dict()
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    assert all(torch.equal(own["backbone.net." + k], v) for k, v in backbone.items())
+    assert len(report.loaded) == len(backbone) and report.unused == ["backbone.net.fc.bias", "backbone.net.fc.weight"]
+    assert all(k.startswith(("backbone.attention.", "head.")) for k in report.new)
+    # weights of another network are refused by name, not loaded half-way
+    cached_r3d(torch_home)
+    with pytest.raises(ConfigError, match=r"weights of r3d_18, but the model is built on resnet18"):
+        load_pretrained(model, weights_source("R3D_18_Weights.KINETICS400_V1"))
 
 
 def test_offline_without_the_file_is_one_line_naming_it_and_its_url(torch_home, monkeypatch):
@@ -160,4 +182,10 @@ def test_fine_tuning_a_run_on_a_new_class_list(tmp_path, capsys):
     assert saved["initial_weights"]["frozen"] == record["frozen"]
     assert "the " + str(len(record["frozen"])) + " frozen pretrained tensors train from now on" in \
         capsys.readouterr().out
-    assert os.path.isfile(tmp_path / "second" / "metrics.json")
+    # evaluate says where the model started from, and so does its report
+    code, out, err = run_main("behavior.evaluate", f"checkpoint={tmp_path / 'second' / 'best.pt'}", f"data.root={two}",
+                              f"hydra.run.dir={tmp_path / 'eval'}", "num_workers=0", "progress=false")
+    assert code == 0, err
+    assert f"the model was trained from {source} (checkpoint, sha256 {record['sha256'][:12]})" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["initial_weights"]["sha256"] == record["sha256"]

@@ -3,8 +3,7 @@
 
 Only tensors that were loaded from the weights are ever frozen or slowed: a new head, an inserted attention block
 or a temporal head has nothing to keep and learns at the full rate from the start. Which loaded tensors are the
-stem, the backbone or the head, a model says itself with ``stem_prefixes`` / ``head_prefixes`` (state-dict
-prefixes, on the model or on any of its sub-modules); everything else is backbone.
+stem, the backbone or the head, a model says itself (``behavior.models.frame_backbones.parameter_roles``).
 """
 
 from __future__ import annotations
@@ -12,27 +11,10 @@ from __future__ import annotations
 from torch import nn
 
 from behavior.models import ModelConfig
+from behavior.models.frame_backbones import parameter_roles
 from behavior.models.pretrained import LoadReport, WeightsSource
 
 FROZEN_ROLES = {"none": (), "stem": ("stem",), "backbone": ("stem", "backbone")}
-
-
-def parameter_roles(model: nn.Module) -> dict[str, str]:
-    """Each parameter's role: stem, backbone or head."""
-    marked = [(name + "." if name else "", module) for name, module in model.named_modules()
-              if hasattr(module, "head_prefixes")]
-    roles = {}
-    for name, _ in model.named_parameters():
-        role = "backbone"
-        for prefix, module in marked:  # outer modules first, so the innermost that claims a name decides
-            if name.startswith(prefix):
-                rest = name[len(prefix):]
-                if rest.startswith(tuple(module.head_prefixes)):
-                    role = "head"
-                elif rest.startswith(tuple(getattr(module, "stem_prefixes", ()))):
-                    role = "stem"
-        roles[name] = role
-    return roles
 
 
 def initial_weights_record(model: nn.Module, source: WeightsSource, report: LoadReport, cfg: ModelConfig,

@@ -168,18 +168,33 @@ class TorchvisionBackbone(nn.Module):
         return x
 
 
+def parameter_roles(model: nn.Module) -> dict[str, str]:
+    """Each parameter's group, "stem", "backbone" or "head", by the layout attributes of the innermost module
+    (the model itself, or a stream of a fused model) that claims it; unclaimed parameters are backbone."""
+    marked = [(name + "." if name else "", module) for name, module in model.named_modules()
+              if hasattr(module, "head_prefixes")]
+    roles = {}
+    for name, _ in model.named_parameters():
+        role = "backbone"
+        for prefix, module in marked:  # outer modules first, so an inner one that claims a name has the last word
+            if name.startswith(prefix):
+                rest = name[len(prefix):]
+                if rest.startswith(tuple(module.head_prefixes)):
+                    role = "head"
+                elif rest.startswith(tuple(getattr(module, "stem_prefixes", ()))):
+                    role = "stem"
+        roles[name] = role
+    return roles
+
+
 def layer_group(model: nn.Module, name: str) -> str:
-    """"stem", "backbone" or "head": where parameter `name` of `model` falls by its layout attributes."""
-    if name.startswith(tuple(model.head_prefixes)):
-        return "head"
-    if name.startswith(tuple(model.stem_prefixes)):
-        return "stem"
-    return "backbone"
+    """"stem", "backbone" or "head": where parameter `name` of `model` falls (:func:`parameter_roles`)."""
+    return parameter_roles(model)[name]
 
 
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:
-    """Parameter names of `model` by :func:`layer_group`, in module order."""
+    """Parameter names of `model` by group, in module order."""
     groups: dict[str, list[str]] = {group: [] for group in GROUPS}
-    for name, _ in model.named_parameters():
-        groups[layer_group(model, name)].append(name)
+    for name, role in parameter_roles(model).items():
+        groups[role].append(name)
     return groups
