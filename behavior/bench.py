@@ -20,12 +20,13 @@ from omegaconf import DictConfig
 
 from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
 from behavior.cli import entry_point, hydra_run_dir
-from behavior.config import Settings, check_bool, check_keys, check_number, fail
+from behavior.config import Settings, check_bool, check_keys, check_number, fail, plain
+from behavior.data.transforms import TransformConfig
 from behavior.engine.training import train_run
 from behavior.errors import ConfigError
 from behavior.models import ModelConfig, build_model
 from behavior.paths import conf_dir
-from behavior.recipe import Recipe
+from behavior.recipe import Recipe, with_weights_normalization
 
 METRICS = ("top1", "mean_class_accuracy", "macro_f1")
 COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
@@ -119,7 +120,12 @@ def run_name(model: str, seed: int, fold: int | None) -> str:
     return f"{model}_seed{seed}" + (f"_fold{fold}" if fold is not None else "")
 
 
-def run_recipe(recipe: Recipe, model: ModelConfig, seed: int) -> Recipe:
+def run_recipe(recipe: Recipe, model: ModelConfig, seed: int, transform: Mapping | None = None) -> Recipe:
+    """One bench run's recipe. ``transform``: the transform group as composed, so a model with pretrained
+    weights gets their input normalisation where transform.mean/std were left null."""
+    if transform is not None:
+        recipe = replace(recipe, transform=TransformConfig.from_mapping(
+            with_weights_normalization(transform, model.to_dict())))
     # An interrupted bench run continues from its last.pt.
     return replace(recipe, model=model, seed=seed, trainer=replace(recipe.trainer, resume="auto"))
 
@@ -193,7 +199,7 @@ def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | Non
     (bench_dir / "results.md").write_text(text, encoding="utf-8")
 
 
-def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dict]:
+def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path, transform: Mapping | None = None) -> list[dict]:
     models, seeds = bench.models, bench.seeds
     model_cfgs = {name: bench.model_config(name) for name in models}
     folds = fold_recipes(recipe, bench.folds)  # checked before any clip is read; one split per fold for every run
@@ -215,7 +221,7 @@ def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dic
                     print(f"{label}: skipped, done already ({run_dir})", flush=True)
                 else:
                     print(f"{label}: start -> {run_dir}", flush=True)
-                    result = train_run(run_recipe(fold_recipe, model_cfgs[name], seed), run_dir,
+                    result = train_run(run_recipe(fold_recipe, model_cfgs[name], seed, transform), run_dir,
                                        split_seed=bench.split_seed)
                     if not result["metrics"]:
                         raise ConfigError("bench: the runs need a test or validation split "
@@ -239,18 +245,20 @@ def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path) -> list[dic
 class BenchPlan:
     recipe: Recipe
     bench: BenchSettings
+    transform: Mapping  # as composed: each model's pretrained weights may set the normalisation left null
 
 
 def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> BenchPlan:
     """The settings, checked before the bench folder exists; the runs check their data one by one (a bench
     folder that holds finished runs is continued: they are skipped)."""
-    return BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench))
+    return BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench),
+                     plain(cfg.transform))
 
 
 @entry_point("bench", prepare=prepare, log=True)
 def main(cfg: DictConfig, plan: BenchPlan) -> None:
     bench_dir = hydra_run_dir()
-    rows = run_bench(plan.recipe, plan.bench, bench_dir)
+    rows = run_bench(plan.recipe, plan.bench, bench_dir, plan.transform)
     print((bench_dir / "results.md").read_text(encoding="utf-8"))
     print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
 

@@ -189,3 +189,14 @@ def test_fine_tuning_a_run_on_a_new_class_list(tmp_path, capsys):
     assert f"the model was trained from {source} (checkpoint, sha256 {record['sha256'][:12]})" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["initial_weights"]["sha256"] == record["sha256"]
+
+
+def test_a_bench_variant_with_weights_gets_their_normalisation():
+    from behavior.bench import run_recipe
+    from behavior.config import compose_config, plain
+
+    recipe = compose_recipe(["model=r3d_18"])
+    composed = plain(compose_config("bench", ["model=r3d_18"]).transform)
+    variant = ModelConfig.preset("r3d_18", pretrained="R3D_18_Weights.KINETICS400_V1")
+    assert run_recipe(recipe, variant, 0, composed).transform.mean == pytest.approx((0.43216, 0.394666, 0.37645))
+    assert run_recipe(recipe, ModelConfig.preset("r3d_18"), 0, composed).transform.mean == (0.45, 0.45, 0.45)
