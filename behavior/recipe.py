@@ -44,9 +44,6 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_number("seed", self.seed, integer=True)
-        if self.optim.backbone_lr_mult != 1.0 and self.model.pretrained is None:
-            raise fail("optim.backbone_lr_mult", self.optim.backbone_lr_mult, "slows the pretrained tensors: set "
-                                                                              "model.pretrained too (or leave it 1)")
         synthetic = not self.data.root and not self.data.manifest
         if synthetic and self.transform.hflip and set(self.data.synthetic.classes or ()) & set(CIRCLE_CLASSES):
             raise fail("transform.hflip", True, "must be false with the synthetic circle_cw / circle_ccw classes "

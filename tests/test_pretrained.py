@@ -145,11 +145,9 @@ def test_wrong_files_are_one_line_errors_and_code_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_freeze_and_backbone_lr_need_pretrained_weights():
+def test_freezing_needs_pretrained_weights():
     with pytest.raises(ConfigError, match=r"^model\.freeze=backbone: .*set model\.pretrained"):
         tiny_recipe("model.freeze=backbone")
-    with pytest.raises(ConfigError, match=r"^optim\.backbone_lr_mult=0\.1: .*set model\.pretrained"):
-        tiny_recipe("optim.backbone_lr_mult=0.1")
     with pytest.raises(ConfigError, match=r"^model\.unfreeze_after=2: needs model\.freeze"):
         ModelConfig.preset("behaviornet", pretrained="x.pt", unfreeze_after=2)
 

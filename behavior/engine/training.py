@@ -104,9 +104,12 @@ def initial_weights(plan: TrainPlan, model: torch.nn.Module) -> dict | None:
     its checkpoint's record on); None when training from scratch."""
     if plan.resume:
         return read_checkpoint(plan.resume, "trainer.resume").state.get("initial_weights")
-    if plan.weights is None:
-        return None
     recipe = plan.recipe
+    if plan.weights is None:
+        if recipe.optim.backbone_lr_mult != 1.0:  # a bench may set it for every model, pretrained or not
+            print(f"optim.backbone_lr_mult={recipe.optim.backbone_lr_mult:g}: no pretrained tensors to slow down "
+                  "(model.pretrained is null)")
+        return None
     report = load_pretrained(model, plan.weights, recipe.model.pretrained_strict)
     record = initial_weights_record(model, plan.weights, report, recipe.model, recipe.optim.backbone_lr_mult)
     print(describe_start(record, recipe.model.unfreeze_after, recipe.optim.backbone_lr_mult))
