@@ -1,0 +1,118 @@
+"""Several processes on one job (``torchrun``): who this process is, and the few collective steps the stages use.
+
+torchrun starts one process per rank and tells each its place through the environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). Without those variables everything here is the one-process
+identity: rank 0 of 1, barriers that return at once, gathers of one list. So a stage written with these helpers
+runs unchanged in one process, and only ``python -m`` under torchrun pays for communication.
+
+The process group is Gloo on CPUs and NCCL on GPUs, chosen from the device. Waiting for the others is bounded
+(``TIMEOUT``): a rank that never arrives stops the job with one line naming what was awaited, not a hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from behavior.errors import BehaviorError
+
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("BEHAVIOR_DIST_TIMEOUT", 300)))
+T = TypeVar("T")
+
+
+class DistributedError(BehaviorError):
+    """The processes of a job could not find or wait for each other."""
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int  # this process, 0 .. size - 1
+    size: int  # processes in the job
+    local_rank: int  # this process on its machine (picks the GPU)
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world() -> World:
+    """This process's place in the job, from torchrun's environment (rank 0 of 1 without it)."""
+    def number(key: str, default: int) -> int:
+        value = os.environ.get(key, "")
+        try:
+            return int(value) if value else default
+        except ValueError:
+            raise DistributedError(f"{key}={value}: not an integer (set by torchrun)") from None
+
+    size = number("WORLD_SIZE", 1)
+    rank = number("RANK", 0)
+    if size < 1 or not 0 <= rank < size:
+        raise DistributedError(f"RANK={rank}, WORLD_SIZE={size}: the rank must be in [0, WORLD_SIZE)")
+    return World(rank, size, number("LOCAL_RANK", rank))
+
+
+def start(device: torch.device) -> World:
+    """Join the job's process group (once; nothing to do in one process): NCCL for CUDA, Gloo otherwise."""
+    here = world()
+    if not here.distributed or dist.is_initialized():
+        return here
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        dist.init_process_group(backend, rank=here.rank, world_size=here.size, timeout=TIMEOUT)
+    except Exception as err:  # a rendezvous that times out or is refused: say what was awaited
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DistributedError(f"rank {here.rank} of {here.size}: could not join the others at {where} "
+                               f"({backend}, waited up to {TIMEOUT.total_seconds():.0f} s): {first}") from None
+    return here
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(what: str) -> None:
+    """Wait until every rank arrives; ``what`` names the step in the error when one does not."""
+    if not dist.is_initialized():
+        return
+    try:
+        dist.monitored_barrier(timeout=TIMEOUT) if dist.get_backend() == "gloo" else dist.barrier()
+    except Exception as err:
+        raise DistributedError(f"rank {dist.get_rank()}: waited {TIMEOUT.total_seconds():.0f} s for the other "
+                               f"ranks at '{what}': {str(err).strip().splitlines()[0]}") from None
+
+
+def broadcast(value: T, source: int = 0) -> T:
+    """Rank ``source``'s ``value`` on every rank (any picklable object)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=source)
+    return box[0]
+
+
+def gather(values: Sequence[T]) -> list[T]:
+    """Every rank's ``values`` joined in rank order, on every rank."""
+    if not dist.is_initialized():
+        return list(values)
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(values))
+    return [v for part in parts for v in part]
+
+
+def shard(items: Sequence[T], here: World | None = None) -> list[T]:
+    """This rank's share of ``items``: every size-th one from its rank on (no padding, no duplicates)."""
+    here = here or world()
+    return list(items[here.rank::here.size])
