@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from behavior.engine.distributed import DistributedError, stop, world
 from behavior.errors import BehaviorError
 from behavior.paths import conf_dir, user_path
 from behavior.runlog import capture_output, tee_output
@@ -28,7 +31,10 @@ def one_line_errors(main):
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
+            # Under torchrun every rank stops with rank 0's error: one line is enough. A rank that cannot reach
+            # the others says so itself.
+            if world().main or isinstance(err, DistributedError):
+                print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -71,6 +77,9 @@ def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], An
                     # The folder the checks were made for, whatever the clock says when Hydra resolves ${now:...}.
                     args = [a for a in args if not a.startswith("hydra.run.dir=")]
                     args.append(f"hydra.run.dir={single_quoted(str(chosen))}")
+            quiet = not world().main  # torchrun's other ranks: rank 0 prints and keeps the records
+            if quiet:
+                args += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
             sys.argv = [sys.argv[0], *args]
 
             def run(cfg: DictConfig) -> Any:
@@ -79,10 +88,16 @@ def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], An
                         return task(cfg)
                     return task(cfg, plan if plan is not None else prepare(cfg, hydra_run_dir(), True))
 
-                if not log:
-                    return one_line_errors(carry_out)()
-                with tee_output(hydra_run_dir() / f"{config_name}.log", early):
-                    return one_line_errors(carry_out)()
+                try:
+                    if quiet:
+                        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                            return one_line_errors(carry_out)()
+                    if not log:
+                        return one_line_errors(carry_out)()
+                    with tee_output(hydra_run_dir() / f"{config_name}.log", early):
+                        return one_line_errors(carry_out)()
+                finally:
+                    stop()
 
             run.__wrapped__ = task  # Hydra names the job after the task's module (or file, run as __main__)
             return hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(run)()

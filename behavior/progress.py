@@ -11,6 +11,7 @@ was done.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 
@@ -35,6 +36,8 @@ class Progress:
         self.desc, self.unit, self.count, self.postfix = desc, unit, 0, ""
         self.bar = None
         self.every = 0  # plain lines every this many items; 0 = none
+        # Under torchrun only rank 0 shows progress: N bars redrawing one terminal would be unreadable.
+        enabled = enabled and os.environ.get("RANK", "0") in ("", "0")
         if enabled and on_terminal():
             self.bar = tqdm(iterable, total=self.total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True,
                             **bar_options)

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from behavior.cli import entry_point
+from behavior.config import device_of
+from behavior.engine.distributed import collective, on_main, start
 from behavior.engine.training import TrainPlan, plan_training, run_training
 from behavior.recipe import Recipe
 
 
 def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> TrainPlan:
-    return plan_training(Recipe.from_config(cfg), run_dir, run_dir_given=run_dir_given)
+    """Check the run; under torchrun rank 0 checks (one pre-scan, one run folder) and every rank gets its plan."""
+    recipe = Recipe.from_config(cfg)
+    ranks = start(device_of(recipe.trainer.device))
+    with collective(ranks):
+        plan = on_main(lambda: plan_training(recipe, run_dir, run_dir_given=run_dir_given))
+    return replace(plan, ranks=ranks)
 
 
 @entry_point("train", prepare=prepare, log=True)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch.utils.data import DistributedSampler
 
 from behavior.data.cache import ClipCache
 from behavior.data.dataset import ClipDataset
@@ -51,14 +52,20 @@ class ClipPipeline:
         return self if num_views is None else replace(self, sampling=replace(self.sampling, num_views=num_views))
 
     def loader(self, records: Sequence[ClipRecord], class_to_idx: Mapping[str, int], train: bool, batch_size: int,
-               num_workers: int, seed: int, pin_memory: bool = False) -> TimedLoader:
+               num_workers: int, seed: int, pin_memory: bool = False, ranks: tuple[int, int] = (0, 1)) -> TimedLoader:
         """Batches of ``(video, label, index)``: a training loader shuffles and augments, an evaluation loader
-        gives every view of every clip in order. Workers are bounded by ``timeout`` per clip of a batch."""
+        gives every view of every clip in order. Workers are bounded by ``timeout`` per clip of a batch.
+
+        ``ranks`` = (rank, world size) of a torchrun job: a training loader then takes this rank's share of each
+        epoch's shuffle (a DistributedSampler: every rank the same number of batches, for DDP's step in step)."""
         dataset = ClipDataset(records, dict(class_to_idx), self.sampling, self.clip_transform(train), train,
                               self.backend, dict(self.num_frames), seed, self.cache, self.regions, self.flow, self.rgb,
                               self.resize)
-        return TimedLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                           drop_last=train and len(dataset) > batch_size, pin_memory=pin_memory,
+        rank, size = ranks
+        sampler = DistributedSampler(dataset, size, rank, shuffle=True, seed=seed) if train and size > 1 else None
+        per_rank = len(sampler) if sampler is not None else len(dataset)
+        return TimedLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                           num_workers=num_workers, drop_last=train and per_rank > batch_size, pin_memory=pin_memory,
                            worker_init_fn=one_thread if num_workers > 0 else None,
                            generator=torch.Generator().manual_seed(seed), clip_timeout=self.timeout)
 

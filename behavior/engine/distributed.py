@@ -5,24 +5,30 @@ torchrun starts one process per rank and tells each its place through the enviro
 identity: rank 0 of 1, barriers that return at once, gathers of one list. So a stage written with these helpers
 runs unchanged in one process, and only ``python -m`` under torchrun pays for communication.
 
+Collectives act only inside :func:`collective` (a training run that is one job over all ranks): a bench under
+torchrun gives each rank runs of its own, and their single-process training must not wait for the others.
+
 The process group is Gloo on CPUs and NCCL on GPUs, chosen from the device. Waiting for the others is bounded
 (``TIMEOUT``): a rank that never arrives stops the job with one line naming what was awaited, not a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from behavior.errors import BehaviorError
 
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("BEHAVIOR_DIST_TIMEOUT", 300)))
+# Long enough for rank 0's pre-scan of a big set while the others wait for its result.
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("BEHAVIOR_DIST_TIMEOUT", 1800)))
 T = TypeVar("T")
 
 
@@ -68,6 +74,8 @@ def start(device: torch.device) -> World:
     if not here.distributed or dist.is_initialized():
         return here
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(here.local_rank)
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
         dist.init_process_group(backend, rank=here.rank, world_size=here.size, timeout=TIMEOUT)
@@ -78,6 +86,30 @@ def start(device: torch.device) -> World:
     return here
 
 
+SINGLE = World(0, 1, 0)  # one process: every helper here is an identity
+_ACTIVE = SINGLE
+
+
+@contextlib.contextmanager
+def collective(here: World) -> Iterator[World]:
+    """Within this block the helpers below act over ``here`` (the job's ranks); outside it they are identities."""
+    global _ACTIVE
+    previous, _ACTIVE = _ACTIVE, here
+    try:
+        yield here
+    finally:
+        _ACTIVE = previous
+
+
+def active() -> World:
+    """The ranks the current work is shared over (rank 0 of 1 outside :func:`collective`)."""
+    return _ACTIVE
+
+
+def _shared() -> bool:
+    return _ACTIVE.distributed and dist.is_initialized()
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -85,7 +117,7 @@ def stop() -> None:
 
 def barrier(what: str) -> None:
     """Wait until every rank arrives; ``what`` names the step in the error when one does not."""
-    if not dist.is_initialized():
+    if not _shared():
         return
     try:
         dist.monitored_barrier(timeout=TIMEOUT) if dist.get_backend() == "gloo" else dist.barrier()
@@ -96,7 +128,7 @@ def barrier(what: str) -> None:
 
 def broadcast(value: T, source: int = 0) -> T:
     """Rank ``source``'s ``value`` on every rank (any picklable object)."""
-    if not dist.is_initialized():
+    if not _shared():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=source)
@@ -105,14 +137,72 @@ def broadcast(value: T, source: int = 0) -> T:
 
 def gather(values: Sequence[T]) -> list[T]:
     """Every rank's ``values`` joined in rank order, on every rank."""
-    if not dist.is_initialized():
+    if not _shared():
         return list(values)
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, list(values))
     return [v for part in parts for v in part]
 
 
+def on_main(work: Callable[[], T]) -> T:
+    """``work()`` done once, by rank 0, and its result (or its one-line error) on every rank: a pre-scan or a
+    check is not repeated N times, and a refusal stops every rank, not only the one that saw it."""
+    if not _shared():
+        return work()
+    outcome: tuple[T | None, BehaviorError | None] = (None, None)
+    if dist.get_rank() == 0:
+        try:
+            outcome = (work(), None)
+        except BehaviorError as err:
+            outcome = (None, err)
+    value, error = broadcast(outcome)
+    if error is not None:
+        raise error
+    return value
+
+
+def gather_predictions(indices: np.ndarray, labels: np.ndarray, probs: np.ndarray):
+    """Each rank predicted its shard (``shard``: clips rank, rank + size, ...); every rank gets them all back in
+    the order of the whole list, as one process would have produced them."""
+    here = _ACTIVE
+    if not _shared():
+        return indices, labels, probs
+    parts = gather([(here.rank + np.asarray(indices) * here.size, labels, probs)])
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return indices, labels, probs
+    joined = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+    order = np.argsort(joined[0], kind="stable")
+    return tuple(a[order] for a in joined)
+
+
+def wrap(model: torch.nn.Module, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """The model as it trains: DistributedDataParallel under torchrun (optionally with SyncBatchNorm), else itself."""
+    if not _shared():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside DistributedDataParallel: what checkpoints save and evaluation runs (no collectives)."""
+    return getattr(model, "module", model)
+
+
+def all_sum(values: Sequence[float]) -> list[float]:
+    """The sums over ranks (an epoch's loss, correct and seen counts), on every rank."""
+    if not _shared():
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def shard(items: Sequence[T], here: World | None = None) -> list[T]:
-    """This rank's share of ``items``: every size-th one from its rank on (no padding, no duplicates)."""
-    here = here or world()
+    """This rank's share of ``items``: every size-th one from its rank on (no padding, no duplicates); ``here``
+    defaults to the :func:`active` ranks."""
+    here = here or _ACTIVE
     return list(items[here.rank::here.size])

@@ -13,6 +13,7 @@ import torch
 
 from behavior.data.pipeline import ClipPipeline
 from behavior.data.records import ClipRecord
+from behavior.engine.distributed import active, gather_predictions, shard, unwrap
 from behavior.engine.loop import predict
 from behavior.report import format_per_class_table, per_class_rows, write_report
 
@@ -34,11 +35,17 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     table; returns the metrics. ``checkpoint`` (and its sha256, when hashed as it was loaded) goes into
     metrics.json's provenance."""
     class_to_idx = {name: i for i, name in enumerate(class_names)}
-    loader = pipeline.loader(records, class_to_idx, False, loading.batch_size, loading.num_workers, seed=0,
-                             pin_memory=device.type == "cuda")
+    # Under torchrun each rank predicts its shard (no clip twice, no padding) and rank 0 writes the report of all
+    # of them: the same files one process writes.
+    here = active()
+    loader = pipeline.loader(shard(records, here), class_to_idx, False, loading.batch_size, loading.num_workers,
+                             seed=0, pin_memory=device.type == "cuda")
     # Not the split's name: behavior.evaluate names its split "evaluate", and its bar read "evaluate: ..." under
     # the command of that name.
-    indices, labels, probs = predict(model, loader, device, amp, desc="classify clips", progress=loading.progress)
+    indices, labels, probs = gather_predictions(*predict(unwrap(model), loader, device, amp, desc="classify clips",
+                                                         progress=loading.progress))
+    if not here.main:
+        return {}
     paths = [records[i].path for i in indices]
     extra = {**(extra or {}), "decode_backend": pipeline.backend}
     metrics = write_report(out_dir, paths, labels.tolist(), probs, list(class_names), split=split, extra=extra,

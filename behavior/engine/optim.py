@@ -88,6 +88,22 @@ def build_scheduler(optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: i
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def align_schedule(scheduler, steps_done: int, total_steps: int) -> None:
+    """Put a restored schedule at ``steps_done`` of ``total_steps``: a run resumed with another number of
+    processes has another number of steps per epoch, and must go on from where its epochs left it."""
+    import warnings
+
+    scheduler.last_epoch = steps_done
+    if hasattr(scheduler, "total_steps"):  # one-cycle keeps its length in its state
+        scheduler.total_steps = total_steps
+    with warnings.catch_warnings():  # get_lr outside step() warns; here it is the point
+        warnings.simplefilter("ignore")
+        rates = scheduler.get_lr()
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = list(rates)
+
+
 def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights normalised to mean 1 over the classes seen in training."""
     counts = Counter(labels)

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from behavior.config import Settings, check_bool, check_choice, check_device, check_number, check_text
 from behavior.engine.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
+from behavior.engine.distributed import active, all_sum, gather_predictions, unwrap
 from behavior.engine.finetune import set_frozen
 from behavior.engine.loop import evaluation_loss, predict, train_one_epoch
 from behavior.models import ModelConfig
@@ -62,6 +64,7 @@ class TrainerConfig(Settings):
     report_on: str
     resume: str | None
     progress: bool
+    sync_bn: bool
 
     def __post_init__(self) -> None:
         for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0),
@@ -70,6 +73,7 @@ class TrainerConfig(Settings):
         check_device("trainer.device", self.device)
         check_bool("trainer.amp", self.amp)
         check_bool("trainer.progress", self.progress)
+        check_bool("trainer.sync_bn", self.sync_bn)
         check_choice("trainer.report_on", self.report_on, ("best", "last"))
         check_text("trainer.resume", self.resume, none_ok=True, what="auto or a path to a last.pt")
 
@@ -129,11 +133,17 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitState:
     """Train until ``cfg.epochs`` or early stop; ``best.pt`` holds the best validation top-1 (ties: lower loss)."""
     state = state or FitState()
-    has_val = val_loader is not None and len(val_loader.dataset) > 0
+    # Under torchrun each rank validates its shard of the clips; the predictions are gathered, so every rank
+    # computes the same score and stops (early) at the same epoch. Only rank 0 writes.
+    here = active()
+    has_val = val_loader is not None and all_sum([len(val_loader.dataset)])[0] > 0
+    network = unwrap(model)  # evaluation and checkpoints: no DDP collectives, no "module." in the names
 
     def checkpoint(path: Path) -> None:
+        if not here.main:
+            return
         write_checkpoint(
-            path, recipe, class_names, model.state_dict(), state.epoch,
+            path, recipe, class_names, network.state_dict(), state.epoch,
             optimizer_state=optimizer.state_dict(),
             scheduler_state=scheduler.state_dict(),
             scaler_state=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -149,7 +159,10 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run replays the same batches.
-        train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        else:
+            train_loader.generator.manual_seed(cfg.seed * 100_003 + epoch)
         train_loader.dataset.set_epoch(epoch)
         thawed = cfg.unfreeze_after is not None and epoch > cfg.unfreeze_after
         set_frozen(model, frozen, not thawed)
@@ -158,15 +171,17 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, loss_fn, device, cfg.amp, scaler,
                                 cfg.grad_clip, desc=f"epoch {epoch}/{cfg.epochs}", progress=cfg.progress,
                                 mixup_alpha=cfg.mixup_alpha, num_classes=cfg.num_classes)
-        row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.acc,
-               "lr": optimizer.param_groups[0]["lr"], "train_clips_per_s": stats.clips / max(stats.seconds, 1e-9)}
+        loss_sum, correct, seen = all_sum([stats.loss * stats.clips, stats.acc * stats.clips, stats.clips])
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": optimizer.param_groups[0]["lr"], "train_clips_per_s": seen / max(stats.seconds, 1e-9)}
         if has_val:
-            _, labels, probs = predict(model, val_loader, device, cfg.amp, desc="validate", progress=cfg.progress)
+            _, labels, probs = gather_predictions(*predict(network, val_loader, device, cfg.amp, desc="validate",
+                                                           progress=cfg.progress))
             row["val_loss"] = evaluation_loss(probs, labels)
             row["val_acc"] = float((probs.argmax(1) == labels).mean())
             score = row["val_acc"] - 1e-6 * row["val_loss"]
         else:
-            score = stats.acc - 1e-6 * stats.loss
+            score = row["train_acc"] - 1e-6 * row["train_loss"]
         state.epoch = epoch
         state.history.append(row)
         improved = score > state.best_score
@@ -177,7 +192,7 @@ def fit(model: nn.Module, train_loader, val_loader, optimizer, scheduler, loss_f
         if improved:
             checkpoint(run_dir / "best.pt")
         checkpoint(run_dir / "last.pt")
-        if on_epoch is not None:
+        if on_epoch is not None and here.main:
             on_epoch(row)
         if has_val and cfg.patience > 0 and state.epochs_without_improvement >= cfg.patience:
             print(f"early stop: no better validation top-1 for {cfg.patience} epochs (best epoch {state.best_epoch})")

@@ -15,10 +15,11 @@ from behavior.config import device_of
 from behavior.data.pipeline import ClipPipeline, input_channels
 from behavior.data.prepare import PreparedData, clip_cache, clip_regions, prepare_data, write_data_records
 from behavior.engine.checkpoint import read_checkpoint
+from behavior.engine.distributed import SINGLE, World, barrier, collective, shard, unwrap, wrap
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.finetune import describe_start, initial_weights_record, weights_provenance
 from behavior.engine.loop import amp_enabled
-from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
+from behavior.engine.optim import align_schedule, build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import (
     FitConfig,
     FitState,
@@ -48,6 +49,7 @@ class TrainPlan:
     resume: str | None
     data: PreparedData
     weights: WeightsSource | None  # model.pretrained, fetched and tried on the model (None when resuming)
+    ranks: World = SINGLE  # the processes this run is shared over (torchrun); one by default (bench runs)
 
 
 def resume_path(resume: str | None, run_dir: Path, run_dir_given: bool = True) -> str | None:
@@ -126,16 +128,27 @@ def run_training(plan: TrainPlan) -> dict:
     """Carry out a checked plan: train into ``plan.run_dir`` and report on test (or val).
 
     Returns ``{"metrics", "parameters", "class_names", "history", "eval_seconds", "eval_clips", "wall_seconds"}``;
-    ``metrics`` is empty when there is no split to report on.
+    ``metrics`` is empty when there is no split to report on (and on every rank but 0 of a torchrun job).
+
+    Under torchrun (``plan.ranks``) the model trains as DistributedDataParallel on each rank's share of every epoch;
+    validation and the report predict each rank's shard of the clips and gather them; only rank 0 writes.
     """
+    with collective(plan.ranks):
+        return _carry_out(plan, plan.ranks)
+
+
+def _carry_out(plan: TrainPlan, here: World) -> dict:
     start = time.perf_counter()
     recipe, run_dir, resume, data = plan.recipe, plan.run_dir, plan.resume, plan.data
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, backend = recipe.trainer, recipe.decode.backend
     seed_everything(recipe.seed)
     device = device_of(trainer.device)
+    if device.type == "cuda" and here.distributed:
+        device = torch.device("cuda", here.local_rank)
     cache = clip_cache(recipe.data, backend, recipe.transform, recipe.flow if recipe.model.uses_flow else None)
-    write_data_records(run_dir, recipe.data, data)
+    if here.main:
+        write_data_records(run_dir, recipe.data, data)
     parts = data.split.parts()
     print(f"{len(data.class_names)} classes {data.class_names}; clips: { {k: len(v) for k, v in parts.items()} }; "
           f"run dir: {run_dir}")
@@ -147,9 +160,10 @@ def run_training(plan: TrainPlan) -> dict:
                             **input_channels(recipe.model.input, recipe.flow))
 
     def loader(name: str, train: bool):
-        return pipeline.loader(parts[name], data.class_to_idx, train,
+        # Training: each rank its share of each epoch's shuffle; validation: each rank a fixed shard, gathered.
+        return pipeline.loader(parts[name] if train else shard(parts[name]), data.class_to_idx, train,
                                trainer.batch_size if train else trainer.eval_batch_size, trainer.num_workers,
-                               recipe.seed, pin_memory=device.type == "cuda")
+                               recipe.seed, pin_memory=device.type == "cuda", ranks=(here.rank, here.size))
 
     train_loader, val_loader = loader("train", True), loader("val", False)
     model = build_model(recipe.model, len(data.class_names), recipe.flow_channels)
@@ -167,12 +181,18 @@ def run_training(plan: TrainPlan) -> dict:
         state = restore(resume, model, optimizer, scheduler, scaler, recipe.model, list(data.class_names))
     if state is not None:
         print(f"resumed from {resume} after epoch {state.epoch}")
+        align_schedule(scheduler, state.epoch * len(train_loader), len(train_loader) * trainer.epochs)
         # The run folder must stay self-contained: bring the best checkpoint so far along with the history.
         previous_best = Path(resume).parent / "best.pt"
-        if previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
+        if here.main and previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
             shutil.copy2(previous_best, run_dir / "best.pt")
     params = sum(p.numel() for p in model.parameters())
-    print(f"model {recipe.model.name}: {params / 1e6:.2f}M parameters; device {device}{' (AMP)' if amp else ''}")
+    processes = f" x {here.size} processes" if here.distributed else ""
+    print(f"model {recipe.model.name}: {params / 1e6:.2f}M parameters; device {device}{' (AMP)' if amp else ''}"
+          f"{processes}")
+    if here.distributed:  # dropout and mixup draw differently on each rank; the weights start equal (DDP)
+        torch.manual_seed(recipe.seed * 1_000_003 + here.rank * 7919 + (state.epoch if state else 0))
+    model = wrap(model, device, trainer.sync_bn)
 
     fit_cfg = FitConfig(trainer.epochs, trainer.patience, recipe.optim.grad_clip, amp, recipe.seed, trainer.progress,
                         recipe.optim.mixup_alpha, len(data.class_names), start_weights, recipe.model.unfreeze_after)
@@ -195,8 +215,9 @@ def run_training(plan: TrainPlan) -> dict:
               "no report")
         result["wall_seconds"] = time.perf_counter() - start
         return result
+    barrier("rank 0 writing the last epoch's checkpoints")
     reported = read_checkpoint(run_dir / f"{trainer.report_on}.pt")
-    model.load_state_dict(reported.state["model_state"])
+    unwrap(model).load_state_dict(reported.state["model_state"])
     eval_start = time.perf_counter()
     metrics = evaluate_split(model, parts[split_name], data.class_names, pipeline, device, amp,
                              EvalLoader(trainer.eval_batch_size, trainer.num_workers, trainer.progress), run_dir,

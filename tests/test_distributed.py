@@ -1,0 +1,100 @@
+"""torchrun on the CPU (Gloo): one report equal to a single process's, resume with another world size, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, make_clip_tree
+from tests.helpers import TINY, run_module
+
+pytestmark = pytest.mark.slow  # several processes each
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, processes: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+            f"--master-port={free_port()}", "-m", *args]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "BEHAVIOR_DIST_TIMEOUT": "120"}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return make_clip_tree(tmp_path_factory.mktemp("ddp") / "clips", classes=("left", "right", "up"), per_class=5)
+
+
+def test_two_processes_write_one_report_equal_to_a_single_process_evaluation(clips, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(torchrun("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}", "trainer.epochs=1",
+                                   "data.cache=null", *TINY),
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("[test]  top1") == 1 and "x 2 processes" in proc.stdout  # rank 0 alone prints
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["num_clips"] == 3 and (run / "train.log").read_text().count("[test]") == 1
+    test_clips = [row for row in csv.DictReader(open(run / "split.csv")) if row["split"] == "test"]
+    manifest = tmp_path / "test.csv"
+    manifest.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in test_clips))
+    single = tmp_path / "single"
+    run_module("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.manifest={manifest}",
+               f"hydra.run.dir={single}", "num_workers=0", "progress=false")
+    alone = json.loads((single / "metrics.json").read_text())
+    for key in ("top1", "mean_class_accuracy", "macro_f1", "num_clips"):
+        assert report[key] == alone[key]
+    rows = {r["path"]: r for r in csv.DictReader(open(run / "predictions.csv"))}
+    for row in csv.DictReader(open(single / "predictions.csv")):
+        assert rows[row["path"]]["pred"] == row["pred"]
+        assert float(rows[row["path"]]["score"]) == pytest.approx(float(row["score"]), abs=2e-4)
+
+
+def test_a_killed_two_process_run_resumes_in_one_process(clips, tmp_path):
+    run = tmp_path / "run"
+    settings = [f"data.root={clips}", f"hydra.run.dir={run}", "trainer.epochs=40", "trainer.patience=0",
+                "data.cache=null", *TINY]
+    job = subprocess.Popen(torchrun("behavior.train", *settings), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    history, deadline = run / "history.csv", time.monotonic() + 240
+    while time.monotonic() < deadline and job.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:  # two epochs done
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, "the run ended before it could be killed"
+    # torchrun's workers may sit in sessions of their own: kill every process of this run by its folder
+    subprocess.run(["pkill", "-KILL", "-f", f"hydra.run.dir={run}"], check=False)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    time.sleep(0.5)
+    done = len(history.read_text().splitlines()) - 1
+    assert 2 <= done < 40
+    proc = run_module("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}", "trainer.epochs=4",
+                      "trainer.patience=0", "trainer.resume=auto", *TINY)
+    assert "resumed from" in proc.stdout
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
+    assert epochs == list(range(1, max(4, done) + 1)) and (run / "metrics.json").is_file()
+
+
+def test_a_rank_left_alone_stops_with_one_line_naming_what_it_waited_for(clips, tmp_path):
+    env = {**ENV, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "BEHAVIOR_DIST_TIMEOUT": "3"}
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "behavior.train", f"data.root={clips}", f"hydra.run.dir={run}",
+                           *TINY], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rank 0 of 2: could not join the others at 127.0.0.1:") and "waited up to 3 s" in last
+    assert not run.exists()
