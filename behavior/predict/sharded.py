@@ -5,8 +5,9 @@ decides what is left to do; the others load the checkpoint meanwhile and then ta
 (``distributed.shard``). Rank 0 appends its rows to ``output`` itself; rank r > 0 appends its rows, in the same
 format and flushed per clip, to its own part file beside it, ``<output>.rank<r>.part`` (one writer per file, no
 interleaved bytes). When every rank is done, rank 0 appends the part files' rows to ``output`` in rank order and
-deletes them. A run killed on any rank leaves only whole files to pick up: the next run's rank 0 (with any number of
-processes) first folds leftover part files into ``output``, skipping clips already there, so no clip gets two rows.
+deletes them. A run killed on any rank leaves its rows in those files (a torn last row is cut off and redone): the next
+run's rank 0 (with any number of processes) first folds leftover part files into ``output``, skipping clips
+already there, so no clip gets two rows.
 
 Everything here is the identity in one process: no group, no part files written, ``agree`` re-raises at once.
 """
