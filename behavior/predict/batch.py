@@ -2,7 +2,8 @@
 
 A clip that cannot be decoded gets an error row; the run goes on and exits 0. A folder with no video files is a
 one-line error (exit 2) that leaves the output untouched. ``predict.window=SECONDS`` classifies each video window
-by window and writes its timeline (``behavior.predict.timeline``).
+by window and writes its timeline (``behavior.predict.timeline``). Under ``torchrun --nproc_per_node=N`` the clips
+still to do are shared out among N processes (``behavior.predict.sharded``); rank 0 alone prints and checks.
 """
 
 from __future__ import annotations
@@ -28,17 +29,20 @@ from behavior.config import (
 )
 from behavior.data.roi import active
 from behavior.data.scan import find_videos
+from behavior.engine.distributed import shard, stop, world
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier
 from behavior.errors import DataError
 from behavior.predict.predictions import (
     ON_MISMATCH,
     ROI_COLUMN,
+    PredictionsFile,
     columns_for,
     open_output,
     printable,
     provenance_record,
     row_of,
 )
+from behavior.predict.sharded import Job, PartFile, fold, leftover_parts, part_path, rank_device
 from behavior.predict.timeline import COLUMNS as TIMELINE_COLUMNS
 from behavior.predict.timeline import WindowConfig, classify_timelines, timelines_folder, window_config
 from behavior.progress import Progress
@@ -154,57 +158,128 @@ def summary(counts: dict[str, int], skipped: int, seconds: float, output: Path, 
     return printable("\n".join(lines))
 
 
-def run(cfg: PredictSettings) -> dict[str, int]:
-    windows = cfg.predict
-    paths = find_inputs(Path(cfg.input), cfg.extensions)
-    device = device_of(cfg.device)
-    classifier = load_classifier(cfg.checkpoint, device, cfg.amp, cfg.num_views, cfg.decode.backend,
-                                 cfg.decode.max_short_side)
-    extra = (*(TIMELINE_COLUMNS if windows else ()), *((ROI_COLUMN,) if active(classifier.pipeline.roi) else ()))
-    k = min(cfg.top_k, len(classifier.class_names))
+@dataclass(frozen=True)
+class Plan:
+    """What rank 0 decided before any clip is classified, for every rank."""
+
+    output: str  # the predictions file (another than cfg.output with on_mismatch=new)
+    todo: list[str]  # clips not yet in it, in the order found
+    found: int  # clips found under input
+    folded: tuple[int, int] = (0, 0)  # rows added to output from part files a killed run left, and how many files
+
+
+def open_checked(cfg: PredictSettings, classifier, k: int, extra: tuple[str, ...]) -> PredictionsFile:
+    """The output, opened, checked against this run's checkpoint and settings, and locked: rank 0's alone."""
     # Hashed once loaded: the record names the bytes this run classifies with. A mismatch stops here, before any clip
     # is decoded and before the output is touched.
     sha256 = provenance.file_sha256(cfg.checkpoint)
-    record = provenance_record(cfg.checkpoint, sha256, run_settings(classifier, k, windows))
+    record = provenance_record(cfg.checkpoint, sha256, run_settings(classifier, k, cfg.predict))
     out = open_output(Path(os.path.abspath(cfg.output)), columns_for(k, extra), record, cfg.on_mismatch)
-    output = out.path
     if out.unrecorded:
-        print(printable(f"warning: {output.name} has no provenance record (written by an older version), so the "
+        print(printable(f"warning: {out.path.name} has no provenance record (written by an older version), so the "
                         f"checkpoint behind its {out.unrecorded} row(s) is unknown; resuming it with checkpoint "
                         f"{cfg.checkpoint} (sha256 {provenance.short_hash(sha256)}), recorded in "
                         f"{out.provenance_path.name}"), file=sys.stderr)
+    return out
+
+
+def run(cfg: PredictSettings) -> dict[str, int]:
+    """Classify the clips of ``cfg.input`` into ``cfg.output``; under torchrun, this rank's share of them.
+
+    Returns the counts of the run (on ranks other than 0: of this rank's share)."""
+    device = rank_device(device_of(cfg.device), world())
+    job = Job.join(device)
+    try:
+        return _run(cfg, job, device)
+    finally:
+        stop()
+
+
+def _run(cfg: PredictSettings, job: Job, device) -> dict[str, int]:
+    windows = cfg.predict
+    out: PredictionsFile | None = None
+    plan, error = None, None
+    try:  # every rank gets ready; what goes wrong is shared first, so no rank waits for another that has stopped
+        paths = find_inputs(Path(cfg.input), cfg.extensions) if job.main else []
+        classifier = load_classifier(cfg.checkpoint, device, cfg.amp, cfg.num_views, cfg.decode.backend,
+                                     cfg.decode.max_short_side)
+        extra = (*(TIMELINE_COLUMNS if windows else ()),
+                 *((ROI_COLUMN,) if active(classifier.pipeline.roi) else ()))
+        k = min(cfg.top_k, len(classifier.class_names))
+        if job.main:
+            out = open_checked(cfg, classifier, k, extra)
+            # Rows a killed run left in part files count as done before the clips still to do are chosen.
+            parts = leftover_parts(out.path)
+            folded = (fold(out, parts), len(parts))
+            plan = Plan(str(out.path), [p for p in paths if p not in out.done], len(paths), folded)
+    except Exception as err:
+        error = err
+    sink: PredictionsFile | None = out
+    try:
+        plan = job.agree(error, plan)
+        output = Path(plan.output)
+        if job.main:
+            if plan.folded[1]:
+                print(printable(f"{plan.folded[0]} row(s) from {plan.folded[1]} part file(s) an interrupted run "
+                                f"left beside {output.name} merged into it"))
+            torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
+            ranks = f" by {job.here.size} processes" if job.here.distributed else ""
+            print(printable(f"{inputs_line(cfg.input, paths)}: {plan.found - len(plan.todo)} already in "
+                            f"{output.name}, {len(plan.todo)} to classify{ranks}{torn}"))
+        else:
+            sink = PartFile(part_path(output, job.here.rank), columns_for(k, extra),
+                            output.suffix.lower() == ".jsonl").open()
+        todo = shard(plan.todo, job.here)
+        start = time.perf_counter()
+        counts, failures = classify_into(sink, cfg, classifier, k, extra, todo, output, job)
+        if not job.main:
+            sink.close()  # before the others are told: rank 0 then opens it to merge it
+        counts, failures = job.totals(counts, failures)
+        if not job.main:
+            return counts
+        fold(out, leftover_parts(output))
+    finally:
+        if sink is not None:
+            sink.close()
+        if out is not None:
+            out.close()
+    print(summary(counts, plan.found - len(plan.todo), time.perf_counter() - start, output, failures))
+    if windows:
+        print(printable(f"timelines (CSV and PNG per video) in {timelines_folder(output)}"))
+    return counts
+
+
+def classify_into(sink: PredictionsFile, cfg: PredictSettings, classifier, k: int, extra: tuple[str, ...],
+                  todo: list[str], output: Path, job: Job) -> tuple[dict[str, int], list[ClipResult]]:
+    """Classify ``todo`` and append a row per clip to ``sink``; the counts and the clips that failed.
+
+    Only rank 0 shows progress and says how to go on after Ctrl-C; the other ranks stay quiet."""
+    windows = cfg.predict
+    progress = cfg.progress and job.main
     counts = {"ok": 0, "error": 0, "partial": 0}
     failures: list[ClipResult] = []
-    todo = [p for p in paths if p not in out.done]
-    torn = " (a row torn by an earlier crash was cut off and is redone)" if out.torn else ""
-    print(printable(f"{inputs_line(cfg.input, paths)}: {len(paths) - len(todo)} already in {output.name}, "
-                    f"{len(todo)} to classify{torn}"))
-    start = time.perf_counter()
     try:
-        with Progress(total=len(todo), desc="predict", unit="clip", enabled=cfg.progress) as bar:
+        with Progress(total=len(todo), desc="predict", unit="clip", enabled=progress) as bar:
             if windows:  # decoded in this process: one video's windows are batched, not whole videos
                 target = Path(os.path.abspath(str(cfg.input)))
                 stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,
-                                            target if target.is_dir() else target.parent, cfg.progress)
+                                            target if target.is_dir() else target.parent, progress)
             else:
                 stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers, cfg.decode.timeout)
             for results in stream:
                 for result in results:
-                    out.write(row_of(result, classifier.class_names, k, extra))
+                    sink.write(row_of(result, classifier.class_names, k, extra))
                     counts["ok" if result.ok else "error"] += 1
                     counts["partial"] += bool(result.ok and result.warning)
                     if not result.ok:
                         failures.append(result)
-                out.sync()
+                sink.sync()
                 bar.update(len(results))
                 bar.set_postfix(failed=counts["error"])
     except KeyboardInterrupt:
-        print(printable(f"interrupted: {counts['ok'] + counts['error']} row(s) written to {output}; run the same "
-                        f"command again to classify the rest"), file=sys.stderr)
+        if job.main:
+            elsewhere = " (the other ranks' rows are in part files beside it)" if job.here.distributed else ""
+            print(printable(f"interrupted: {counts['ok'] + counts['error']} row(s) written to {output}{elsewhere}; "
+                            f"run the same command again to classify the rest"), file=sys.stderr)
         sys.exit(130)
-    finally:
-        out.close()
-    print(summary(counts, len(paths) - len(todo), time.perf_counter() - start, output, failures))
-    if windows:
-        print(printable(f"timelines (CSV and PNG per video) in {timelines_folder(output)}"))
-    return counts
+    return counts, failures
