@@ -73,6 +73,14 @@ def test_shards_add_up_to_one_bench(tmp_path):
     assert rows == [{k: r[k] for k in SAME} for r in read_csv(whole / "results.csv")]
     assert [r["model"] for r in rows] == ["tiny", "tiny_noattn"]
 
+    # A shard killed after its run's last epoch, before the run was recorded: an unsharded call skips the finished
+    # run and continues the other from its last.pt.
+    (shared / "runs" / "tiny_noattn_seed0" / "bench_run.json").unlink()
+    again = run_module("behavior.bench", f"data.root={root}", f"hydra.run.dir={shared}", *QUICK)
+    assert "[1/2] tiny seed 0: skipped, done already" in again.stdout
+    assert again.stdout.count(": start ->") == 1 and "resumed from" in again.stdout
+    assert [{k: r[k] for k in SAME} for r in read_csv(shared / "results.csv")] == rows
+
 
 def torchrun(*args: str, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=<nproc> -m behavior.bench <args>`` (standalone: a free port)."""
