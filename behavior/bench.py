@@ -3,12 +3,14 @@
 
 Each model x seed run lives in ``<bench dir>/runs/<model>_seed<k>/`` (with folds, each model x seed x fold run in
 ``runs/<model>_seed<k>_fold<f>/``), a full train report. A run whose folder already holds ``metrics.json`` and
-``bench_run.json`` is not run again, so an interrupted bench resumes.
+``bench_run.json`` is not run again, so an interrupted bench resumes. The tables are made from the runs finished
+in the folder, whichever process ran them, so the runs can be shared between processes (``bench.shard=I/N``, or
+the ranks of a torchrun job: see :mod:`behavior.bench_share`).
 """
 
 from __future__ import annotations
 
-import csv
+import itertools
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -18,33 +20,19 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from behavior.cache_speed import cache_speed, cache_speed_markdown, describe_cache_speed
+from behavior import bench_share
+from behavior.atomic import atomic_open
+from behavior.bench_tables import RunResult, missing_note, summarize, write_results
+from behavior.cache_speed import cache_speed, describe_cache_speed, saved_cache_speed
 from behavior.cli import entry_point, hydra_run_dir
 from behavior.config import Settings, check_bool, check_keys, check_number, fail, plain
 from behavior.data.transforms import TransformConfig
+from behavior.engine.distributed import World, world
 from behavior.engine.training import train_run
 from behavior.errors import ConfigError
 from behavior.models import ModelConfig, build_model
 from behavior.paths import conf_dir
 from behavior.recipe import Recipe, with_weights_normalization
-
-METRICS = ("top1", "mean_class_accuracy", "macro_f1")
-COLUMNS = ["model", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "parameters",
-           "gflops_per_clip", "train_clips_per_s", "inference_clips_per_s", "wall_s"]
-# With bench.folds: how many folds, and how many runs (seeds x folds finished) each mean and std cover.
-FOLD_COLUMNS = [*COLUMNS[:2], "folds", "runs", *COLUMNS[2:]]
-
-
-@dataclass
-class RunResult:
-    model: str
-    seed: int
-    fold: int | None
-    metrics: dict
-    parameters: int
-    train_clips_per_s: float
-    inference_clips_per_s: float
-    wall_seconds: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +47,7 @@ class BenchSettings(Settings):
     folds: int | None  # None: one split (data.split as given); K: every model x seed on each of K kfold folds
     cache_speed: bool
     variants: dict  # name: {base: conf/model option, overrides: {option: value}}
+    shard: str | None  # "I/N": this invocation does share I of N (see bench_share); None: every run
 
     def __post_init__(self) -> None:
         for key in ("models", "seeds"):
@@ -71,10 +60,16 @@ class BenchSettings(Settings):
         check_number("bench.split_seed", self.split_seed, integer=True)
         check_number("bench.folds", self.folds, 2, integer=True, none_ok=True)
         check_bool("bench.cache_speed", self.cache_speed)
+        bench_share.parse_shard(self.shard)
         for name, variant in self.variants.items():
             check_keys(variant, f"bench.variants.{name}", ("base", "overrides"))
         for name in self.models:  # a bad entry or option stops the bench before any training
             self.model_config(name)
+
+    @property
+    def share(self) -> tuple[int, int] | None:
+        """``shard`` as (I, N)."""
+        return bench_share.parse_shard(self.shard)
 
     def model_config(self, name: str) -> ModelConfig:
         """The model of a bench entry: a conf/model option, or a bench.variants entry over one."""
@@ -148,96 +143,160 @@ def bench_record(result: Mapping) -> dict:
             "wall_seconds": result["wall_seconds"]}
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+@dataclass(frozen=True)
+class BenchRun:
+    """One model x seed (x fold) run; ``index`` counts from 1 in the order one process runs them."""
+
+    index: int
+    model: str
+    seed: int
+    fold: int | None
+
+    @property
+    def name(self) -> str:
+        return run_name(self.model, self.seed, self.fold)
+
+    def label(self, total: int) -> str:
+        return f"[{self.index}/{total}] {self.model} seed {self.seed}" + \
+            (f" fold {self.fold}" if self.fold is not None else "")
 
 
-def percent_spread(mean: float, std: float, runs: int) -> str:
-    """``mean ± std`` in percent; one run has no spread to show, so its figure stands alone."""
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if runs > 1 else "")
+class BenchFolder:
+    """The bench's runs in its folder: where each lives, whether it is finished, what it is expected to cost (for
+    sharing the runs out), and the tables from the finished ones, whichever process ran them."""
+
+    def __init__(self, recipe: Recipe, bench: BenchSettings, bench_dir: Path, runs: Sequence[BenchRun],
+                 model_cfgs: Mapping[str, ModelConfig], here: World):
+        self.recipe, self.bench, self.bench_dir, self.runs, self.model_cfgs = recipe, bench, bench_dir, runs, model_cfgs
+        self.here = here
+        self.flops: dict[tuple[str, int], float] = {}  # the tables are rewritten after every run
+
+    def run_dir(self, run: BenchRun) -> Path:
+        return self.bench_dir / "runs" / run.name
+
+    def label(self, run: BenchRun) -> str:
+        """``[i/n] <model> seed <s>``, under torchrun after the rank that prints it."""
+        return (f"rank {self.here.rank}: " if self.here.distributed else "") + run.label(len(self.runs))
+
+    def done(self, run: BenchRun) -> dict | None:
+        return load_done(self.run_dir(run))
+
+    def gflops(self, model: str, num_classes: int) -> float:
+        key = (model, num_classes)
+        if key not in self.flops:
+            self.flops[key] = gflops_per_clip(run_recipe(self.recipe, self.model_cfgs[model], self.recipe.seed),
+                                              num_classes)
+        return self.flops[key]
+
+    def cost(self, run: BenchRun) -> float:
+        # Two classes: the count is not known before the data is read, and hardly changes a network's FLOPs.
+        return self.gflops(run.model, 2) + bench_share.DATA_GFLOPS
+
+    def write(self) -> tuple[list[dict], list[BenchRun]]:
+        """Write results.csv/md from the finished runs (a model with some runs finished gets a row over those);
+        return the rows and the runs still missing."""
+        rows, missing = [], []
+        for model in self.bench.models:
+            results, num_classes = [], 2
+            for run in (r for r in self.runs if r.model == model):
+                record = self.done(run)
+                if record is None:
+                    missing.append(run)
+                    continue
+                num_classes = record["num_classes"]
+                results.append(RunResult(model, run.seed, run.fold, record["metrics"], record["parameters"],
+                                         record["train_clips_per_s"], record["inference_clips_per_s"],
+                                         record["wall_seconds"]))
+            if results:
+                rows.append(summarize(model, results, self.gflops(model, num_classes)))
+        speed = saved_cache_speed(self.bench_dir) if self.bench.cache_speed else None  # whoever measured it
+        write_results(self.bench_dir, rows, speed, missing_note([r.name for r in missing], len(self.runs)))
+        return rows, missing
 
 
-def summarize(model: str, runs: Sequence[RunResult], gflops: float) -> dict:
-    """One table row: the mean and std of each metric over ``runs`` (seeds, or seeds x folds)."""
-    row: dict = {"model": model, "seeds": len(runs)}
-    if runs[0].fold is not None:
-        row.update(seeds=len({r.seed for r in runs}), folds=len({r.fold for r in runs}), runs=len(runs))
-    for key in METRICS:
-        row[f"{key}_mean"], row[f"{key}_std"] = mean_std([float(r.metrics[key]) for r in runs])
-    row["parameters"] = runs[0].parameters
-    row["gflops_per_clip"] = gflops
-    row["train_clips_per_s"] = statistics.fmean(r.train_clips_per_s for r in runs)
-    row["inference_clips_per_s"] = statistics.fmean(r.inference_clips_per_s for r in runs)
-    row["wall_s"] = sum(r.wall_seconds for r in runs)
-    return row
+def train_bench_run(recipe: Recipe, model: ModelConfig, seed: int, transform: Mapping | None, split_seed: int,
+                    run_dir: Path) -> dict:
+    """Train one run into ``run_dir`` and keep its bench record there; the record with its metrics."""
+    result = train_run(run_recipe(recipe, model, seed, transform), run_dir, split_seed=split_seed)
+    if not result["metrics"]:
+        raise ConfigError("bench: the runs need a test or validation split "
+                          "(data.test_fraction or data.val_fraction > 0)")
+    record = bench_record(result)
+    # Written last and whole: with both files there the run counts as finished, for every process reading.
+    with atomic_open(run_dir / "bench_run.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(record, indent=2) + "\n")
+    return {**record, "metrics": result["metrics"]}
 
 
-def write_results(bench_dir: Path, rows: Sequence[Mapping], speed: Mapping | None = None) -> None:
-    folds = bool(rows) and "folds" in rows[0]
-    with open(bench_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FOLD_COLUMNS if folds else COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    counts, align = ("seeds | folds | runs", "---:|---:|---:") if folds else ("seeds", "---:")
-    lines = [f"| model | {counts} | top-1 (%) | mean class acc. (%) | macro-F1 (%) | params (M) | GFLOPs/clip "
-             "| train clips/s | inference clips/s | wall time (s) |",
-             f"|---|{align}|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        cells = [percent_spread(r[f"{k}_mean"], r[f"{k}_std"], r["runs"] if folds else r["seeds"]) for k in METRICS]
-        count = f"{r['seeds']} | {r['folds']} | {r['runs']}" if folds else f"{r['seeds']}"
-        lines.append(f"| {r['model']} | {count} | {' | '.join(cells)} | {r['parameters'] / 1e6:.2f} "
-                     f"| {r['gflops_per_clip']:.3f} | {r['train_clips_per_s']:.1f} "
-                     f"| {r['inference_clips_per_s']:.1f} | {r['wall_s']:.0f} |")
-    if folds:
-        lines += ["", "Mean ± std over every run of a model (each seed on each fold's test part); `runs` counts them."]
-    text = "\n".join(lines) + "\n"
-    if speed is not None:
-        text += "\n" + cache_speed_markdown(speed)
-    (bench_dir / "results.md").write_text(text, encoding="utf-8")
+def done_line(record: Mapping) -> str:
+    return f"done, top-1 {record['metrics']['top1']:.3f} in {record['wall_seconds']:.1f}s"
+
+
+def own_runs(folder: BenchFolder, here: World) -> tuple[list[BenchRun], list[BenchRun]]:
+    """The runs still to do in this process's share (on rank 0: in the whole job's), and the ones this process
+    trains: all of them in one process; its part of them under torchrun."""
+    bench, runs = folder.bench, folder.runs
+    share = runs
+    if bench.share is not None:  # fixed by the settings alone, so every shard computes the same division
+        index, count = bench.share
+        share = [runs[i] for i in bench_share.balanced([folder.cost(r) for r in runs], count)[index]]
+        if here.main:
+            print(f"bench.shard={bench.shard}: {len(share)} of the {len(runs)} runs here", flush=True)
+    todo = []
+    for run in share:
+        if folder.done(run) is None:
+            todo.append(run)
+        elif here.main:
+            print(f"{folder.label(run)}: skipped, done already ({folder.run_dir(run)})", flush=True)
+    if not here.distributed:
+        return todo, todo
+    # Rank 0's view of what is done decides for every rank.
+    names = bench_share.divide_over_ranks(here, folder.bench_dir, [r.name for r in share], [r.name for r in todo],
+                                          lambda: [folder.cost(r) for r in todo])
+    return todo, [run for run in share if run.name in names]
 
 
 def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path, transform: Mapping | None = None) -> list[dict]:
-    models, seeds = bench.models, bench.seeds
-    model_cfgs = {name: bench.model_config(name) for name in models}
+    """Train this process's share of the runs (every run in one process), then, on rank 0, write the tables
+    from the runs finished in ``bench_dir``; the rows (none on the other ranks)."""
+    here = world()
+    recipe = bench_share.rank_recipe(recipe, here)
+    model_cfgs = {name: bench.model_config(name) for name in bench.models}
     folds = fold_recipes(recipe, bench.folds)  # checked before any clip is read; one split per fold for every run
-    speed = None
-    if bench.cache_speed:  # on the split data.split gives, as without folds
-        speed = cache_speed(run_recipe(recipe, model_cfgs[models[0]], recipe.seed), models[0],
-                            bench.split_seed, bench_dir)
+    runs = [BenchRun(i, *key) for i, key in enumerate(itertools.product(bench.models, bench.seeds, folds), 1)]
+    folder = BenchFolder(recipe, bench, bench_dir, runs, model_cfgs, here)
+    # One process times the cache (with bench.shard, shard 0): first, as it fills the cache for the runs; but
+    # torchrun's rank 0 waits until the runs are over, as ranks on one machine would time each other's load.
+    timer = bench.cache_speed and here.main and (bench.share is None or bench.share[0] == 0)
+
+    def time_the_cache() -> None:  # on the split data.split gives, as without folds
+        first = bench.models[0]
+        speed = cache_speed(run_recipe(recipe, model_cfgs[first], recipe.seed), first, bench.split_seed, bench_dir)
         print(describe_cache_speed(speed) if speed else "cache speed: not measured (data.cache=null)", flush=True)
-    total, rows, index = len(models) * len(seeds) * len(folds), [], 0
-    for name in models:
-        runs, num_classes = [], 2
-        for seed in seeds:
-            for fold, fold_recipe in folds.items():
-                index += 1
-                run_dir = bench_dir / "runs" / run_name(name, seed, fold)
-                label = f"[{index}/{total}] {name} seed {seed}" + (f" fold {fold}" if fold is not None else "")
-                record = load_done(run_dir)
-                if record is not None:
-                    print(f"{label}: skipped, done already ({run_dir})", flush=True)
-                else:
-                    print(f"{label}: start -> {run_dir}", flush=True)
-                    result = train_run(run_recipe(fold_recipe, model_cfgs[name], seed, transform), run_dir,
-                                       split_seed=bench.split_seed)
-                    if not result["metrics"]:
-                        raise ConfigError("bench: the runs need a test or validation split "
-                                          "(data.test_fraction or data.val_fraction > 0)")
-                    record = bench_record(result)
-                    (run_dir / "bench_run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-                    record["metrics"] = result["metrics"]
-                    print(f"{label}: done, top-1 {record['metrics']['top1']:.3f} "
-                          f"in {record['wall_seconds']:.1f}s", flush=True)
-                num_classes = record["num_classes"]
-                runs.append(RunResult(name, seed, fold, record["metrics"], record["parameters"],
-                                      record["train_clips_per_s"], record["inference_clips_per_s"],
-                                      record["wall_seconds"]))
-        gflops = gflops_per_clip(run_recipe(recipe, model_cfgs[name], recipe.seed), num_classes)
-        rows.append(summarize(name, runs, gflops))
-        write_results(bench_dir, rows, speed)  # the tables grow model by model
+
+    if timer and not here.distributed:
+        time_the_cache()
+    todo, mine = own_runs(folder, here)
+    with bench_share.rank_output(here, bench_dir) as quiet:
+        for run in mine:
+            print(f"{folder.label(run)}: start -> {folder.run_dir(run)}", flush=True)
+            with quiet(), bench_share.one_process():
+                record = train_bench_run(folds[run.fold], model_cfgs[run.model], run.seed, transform,
+                                         bench.split_seed, folder.run_dir(run))
+            print(f"{folder.label(run)}: {done_line(record)}", flush=True)
+            if here.main:
+                folder.write()  # the tables grow run by run
+    if not here.main:
+        return []
+    if here.distributed:
+        others = {run.name: run for run in todo if run not in mine}
+        bench_share.wait_for_others(list(others), lambda name: folder.done(others[name]), lambda name, record: print(
+            f"{others[name].label(len(runs))}: {done_line(record)} (on another rank)", flush=True))
+        if timer:
+            time_the_cache()
+    rows, missing = folder.write()
+    if missing:
+        print(missing_note([r.name for r in missing], len(runs)), flush=True)
     return rows
 
 
@@ -251,16 +310,19 @@ class BenchPlan:
 def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> BenchPlan:
     """The settings, checked before the bench folder exists; the runs check their data one by one (a bench
     folder that holds finished runs is continued: they are skipped)."""
-    return BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench),
+    plan = BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench),
                      plain(cfg.transform))
+    bench_share.check_run_dir(world(), plan.bench.shard, run_dir_given)
+    return plan
 
 
-@entry_point("bench", prepare=prepare, log=True)
+@entry_point("bench", prepare=prepare, log=bench_share.keeps_bench_log())
 def main(cfg: DictConfig, plan: BenchPlan) -> None:
     bench_dir = hydra_run_dir()
     rows = run_bench(plan.recipe, plan.bench, bench_dir, plan.transform)
-    print((bench_dir / "results.md").read_text(encoding="utf-8"))
-    print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
+    if world().main:
+        print((bench_dir / "results.md").read_text(encoding="utf-8"))
+        print(f"bench of {len(rows)} model(s): results.csv and results.md in {bench_dir}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from behavior.atomic import atomic_open
 from behavior.config import device_of
 from behavior.data.cache import ClipCache
 from behavior.data.pipeline import ClipPipeline, input_channels
@@ -30,6 +31,8 @@ from behavior.engine.optim import build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import seed_everything
 from behavior.models import build_model
 from behavior.recipe import Recipe
+
+SPEED_FILE = "cache_speed.json"  # in the bench folder
 
 
 def _data_seconds(loader) -> float:
@@ -125,10 +128,17 @@ def cache_speed_markdown(s: Mapping) -> str:
 
 def cache_speed(recipe: Recipe, model_name: str, split_seed: int, bench_dir: Path) -> dict | None:
     """Measure once per bench folder (kept in cache_speed.json, so a resumed bench does not measure again)."""
-    file = bench_dir / "cache_speed.json"
-    if file.is_file():
-        return json.loads(file.read_text(encoding="utf-8"))
+    saved = saved_cache_speed(bench_dir)
+    if saved is not None:
+        return saved
     result = measure_cache_speed(recipe, model_name, split_seed)
     if result is not None:
-        file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        with atomic_open(bench_dir / SPEED_FILE, "w", encoding="utf-8") as f:  # other shards may read it meanwhile
+            f.write(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def saved_cache_speed(bench_dir: Path) -> dict | None:
+    """The measurement kept in the bench folder, or None (not measured yet, or by another process not yet)."""
+    file = bench_dir / SPEED_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
