@@ -316,7 +316,7 @@ def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> BenchPlan:
     return plan
 
 
-@entry_point("bench", prepare=prepare, log=bench_share.keeps_bench_log())
+@entry_point("bench", prepare=prepare, log=bench_share.keeps_bench_log(), quiet_ranks=False)
 def main(cfg: DictConfig, plan: BenchPlan) -> None:
     bench_dir = hydra_run_dir()
     rows = run_bench(plan.recipe, plan.bench, bench_dir, plan.transform)

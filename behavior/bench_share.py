@@ -122,7 +122,7 @@ def divide_over_ranks(here: World, bench_dir: Path, share: Sequence[str], todo: 
     """The names of this rank's runs. Rank 0 divides its ``todo`` (the runs of ``share`` not finished) by
     ``costs`` and sends each rank its part; every rank checks it sees rank 0's bench folder and plans the same
     ``share``."""
-    distributed.start(device_of("cpu"))  # Gloo, whatever trains: this only sends a few names
+    ranks = distributed.start(device_of("cpu"))  # Gloo, whatever trains: this only sends a few names
     try:
         plan = None
         if here.main:
@@ -132,7 +132,8 @@ def divide_over_ranks(here: World, bench_dir: Path, share: Sequence[str], todo: 
                 f.write(json.dumps(plan, indent=2) + "\n")
             print(f"{len(todo)} run(s) to do over {here.size} ranks: "
                   + ", ".join(f"rank {r} {len(part)}" for r, part in enumerate(parts)), flush=True)
-        plan = distributed.broadcast(plan)
+        with distributed.collective(ranks):
+            plan = distributed.broadcast(plan)
     finally:
         # No process group while the runs train: the training code's own collectives would pair with ours.
         distributed.stop()

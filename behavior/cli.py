@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from behavior.engine.distributed import DistributedError, stop, world
+from behavior.engine.distributed import stop, world
 from behavior.errors import BehaviorError
 from behavior.paths import conf_dir, user_path
 from behavior.runlog import capture_output, tee_output
@@ -31,9 +31,8 @@ def one_line_errors(main):
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as err:
-            # Under torchrun every rank stops with rank 0's error: one line is enough. A rank that cannot reach
-            # the others says so itself.
-            if world().main or isinstance(err, DistributedError):
+            # Under torchrun an error rank 0 found stops every rank (distributed.on_main): rank 0 says it, once.
+            if world().main or not getattr(err, "from_rank_0", False):
                 print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -44,7 +43,7 @@ def one_line_errors(main):
 
 
 def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], Any] | None = None,
-                log: bool = False):
+                log: bool = False, quiet_ranks: bool = True):
     """``@hydra.main`` over ``conf/<config_name>.yaml`` plus one-line errors, for ``python -m behavior.<stage>``.
 
     A refused command leaves no trace: Hydra creates the run folder and writes ``.hydra/`` before the task runs,
@@ -53,7 +52,9 @@ def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], An
     ``prepare(cfg, run_dir, run_dir_given)`` checks the settings, paths, data and run folder and returns the plan
     the task carries out: ``task(cfg, plan)``. A plan may move the run to ``plan.run_dir`` (evaluate next to a
     training run). With ``log`` what the command prints also goes to ``<run folder>/<config_name>.log``.
-    ``-m`` sweeps and Hydra's own flags skip the early checks; the task then prepares inside each run folder."""
+    ``-m`` sweeps and Hydra's own flags skip the early checks; the task then prepares inside each run folder.
+    Under torchrun the ranks but 0 print nothing and write no Hydra records (``quiet_ranks``; a bench, whose ranks
+    run jobs of their own, keeps them talking)."""
 
     def decorate(task):
         @functools.wraps(task)
@@ -77,7 +78,7 @@ def entry_point(config_name: str, prepare: Callable[[DictConfig, Path, bool], An
                     # The folder the checks were made for, whatever the clock says when Hydra resolves ${now:...}.
                     args = [a for a in args if not a.startswith("hydra.run.dir=")]
                     args.append(f"hydra.run.dir={single_quoted(str(chosen))}")
-            quiet = not world().main  # torchrun's other ranks: rank 0 prints and keeps the records
+            quiet = quiet_ranks and not world().main  # torchrun's other ranks: rank 0 prints and keeps the records
             if quiet:
                 args += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
             sys.argv = [sys.argv[0], *args]

@@ -157,6 +157,8 @@ def on_main(work: Callable[[], T]) -> T:
             outcome = (None, err)
     value, error = broadcast(outcome)
     if error is not None:
+        if dist.get_rank() != 0:
+            error.from_rank_0 = True  # said by rank 0 already: the entry point keeps the other ranks quiet
         raise error
     return value
 
