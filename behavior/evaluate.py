@@ -16,7 +16,8 @@ from behavior.data.pipeline import ClipPipeline
 from behavior.data.prepare import check_cache_folder, clip_cache, clip_regions, resolve_records
 from behavior.data.prescan import ScanResult, prescan, write_bad_clips
 from behavior.data.settings import EvaluateData
-from behavior.engine.checkpoint import Checkpoint, load_model
+from behavior.engine.checkpoint import Checkpoint, load_model, read_checkpoint
+from behavior.engine.distributed import World, collective, on_main, rank_device, start
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.finetune import weights_provenance
 from behavior.engine.inference import pipeline_of
@@ -64,6 +65,7 @@ class EvaluatePlan:
     checkpoint_sha256: str
     pipeline: ClipPipeline
     scan: ScanResult
+    ranks: World  # torchrun's processes (one by default)
 
 
 def report_folder(run_dir: Path) -> Path:
@@ -78,10 +80,9 @@ def report_folder(run_dir: Path) -> Path:
     return inside
 
 
-def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> EvaluatePlan:
-    settings = EvaluateSettings.from_mapping(cfg)
-    device = device_of(settings.device)
-    model, checkpoint = load_model(settings.checkpoint, device)
+def check_clips(settings: EvaluateSettings, run_dir: Path) -> tuple[str, ScanResult, Path]:
+    """The checkpoint's sha256, the pre-scanned clips and the report folder; done once (rank 0 under torchrun)."""
+    checkpoint = read_checkpoint(settings.checkpoint)
     checkpoint_sha256 = file_sha256(settings.checkpoint)  # now: the bytes loaded, even if the file is replaced later
     data = settings.data
     check_cache_folder(data)
@@ -95,16 +96,32 @@ def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> EvaluatePlan
                    timeout=data.decode_timeout)
     if not scan.good:
         raise DataError(f"no readable clips under {data.root or data.manifest}")
-    return EvaluatePlan(settings, report_folder(run_dir), model, checkpoint, checkpoint_sha256,
-                        pipeline, scan)
+    return checkpoint_sha256, scan, report_folder(run_dir)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> EvaluatePlan:
+    settings = EvaluateSettings.from_mapping(cfg)
+    ranks = start(device_of(settings.device))
+    with collective(ranks):
+        checkpoint_sha256, scan, report_dir = on_main(lambda: check_clips(settings, run_dir))
+    model, checkpoint = load_model(settings.checkpoint, rank_device(device_of(settings.device), ranks))
+    pipeline = pipeline_of(checkpoint, settings.decode.backend, settings.num_views)
+    return EvaluatePlan(settings, report_dir, model, checkpoint, checkpoint_sha256, pipeline, scan, ranks)
 
 
 def run(plan: EvaluatePlan) -> dict:
-    start = time.perf_counter()
+    """The report; under torchrun each rank classifies its shard of the clips and rank 0 writes the report."""
+    with collective(plan.ranks):
+        return _report(plan, plan.ranks)
+
+
+def _report(plan: EvaluatePlan, here: World) -> dict:
+    began = time.perf_counter()
     settings, run_dir, scan, checkpoint = plan.settings, plan.run_dir, plan.scan, plan.checkpoint
     data = settings.data
-    device = device_of(settings.device)
-    write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
+    device = rank_device(device_of(settings.device), here)
+    if here.main:
+        write_bad_clips(run_dir / "bad_clips.csv", scan.bad)
     if scan.bad:
         print(f"{len(scan.bad)} unreadable clip(s) left out, listed in {run_dir / 'bad_clips.csv'}")
     origin = weights_provenance(checkpoint.state.get("initial_weights"))
@@ -114,8 +131,8 @@ def run(plan: EvaluatePlan) -> dict:
     pipeline = plan.pipeline
     cache = clip_cache(data, pipeline.backend, pipeline.transform, pipeline.flow)
     # The checkpoint's region settings: evaluation crops the way training did.
-    regions = clip_regions({"evaluate": scan.good}, pipeline.roi, pipeline.backend, scan.num_frames, run_dir,
-                           settings.progress, cache)
+    regions = clip_regions({"evaluate": scan.good}, pipeline.roi, pipeline.backend, scan.num_frames,
+                           run_dir if here.main else None, settings.progress, cache)
     pipeline = replace(pipeline, timeout=data.decode_timeout, cache=cache, num_frames=scan.num_frames,
                        regions=regions)
     metrics = evaluate_split(plan.model, scan.good, checkpoint.class_names, pipeline, device,
@@ -124,13 +141,13 @@ def run(plan: EvaluatePlan) -> dict:
                              "evaluate", extra={"checkpoint": settings.checkpoint, "unreadable_clips": len(scan.bad),
                                                 "initial_weights": origin},
                              checkpoint=settings.checkpoint, checkpoint_sha256=plan.checkpoint_sha256)
-    print(f"wall time {time.perf_counter() - start:.1f}s; report in {run_dir}")
+    print(f"wall time {time.perf_counter() - began:.1f}s; report in {run_dir}")
     return metrics
 
 
 @entry_point("evaluate", prepare=prepare, log=True)
 def main(cfg: DictConfig, plan: EvaluatePlan) -> float:
-    return run(plan)["top1"]
+    return run(plan).get("top1", float("nan"))
 
 
 if __name__ == "__main__":

@@ -136,9 +136,10 @@ def clip_cache(data: DataConfig | EvaluateData, backend: str, transform: Transfo
 
 
 def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, backend: str,
-                 num_frames: Mapping[str, int], run_dir: Path, progress: bool = True,
+                 num_frames: Mapping[str, int], run_dir: Path | None, progress: bool = True,
                  cache: ClipCache | None = None) -> dict[str, Region]:
-    """Each clip's region of interest, listed in ``run_dir/roi.csv``; empty (whole frames) with ``roi=none``.
+    """Each clip's region of interest, listed in ``run_dir/roi.csv`` (run_dir None: not listed, as on torchrun's
+    ranks but 0); empty (whole frames) with ``roi=none``.
 
     With a clip cache (``data.cache``) the regions are kept beside it and found only once per clip."""
     if not roi.active:
@@ -147,7 +148,8 @@ def clip_regions(parts: Mapping[str, Sequence[ClipRecord]], roi: RoiConfig, back
     records = [r for recs in parts.values() for r in recs]
     stored = RegionCache(cache.root, backend) if cache is not None else None
     regions = find_regions(records, roi, backend, num_frames, progress, stored)
-    write_regions(run_dir / "roi.csv", regions)
+    if run_dir is not None:
+        write_regions(run_dir / "roi.csv", regions)
     reused = f", {stored.hits} from {stored.root}" if stored is not None and stored.hits else ""
     print(f"{summarise_regions(regions, roi.kind, 'roi.csv')} ({time.perf_counter() - start:.1f}s{reused})")
     return regions

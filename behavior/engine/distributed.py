@@ -110,6 +110,13 @@ def _shared() -> bool:
     return _ACTIVE.distributed and dist.is_initialized()
 
 
+def rank_device(device: torch.device, here: World) -> torch.device:
+    """This rank's GPU (``cuda:LOCAL_RANK``) when a job of several processes runs on CUDA; else ``device``."""
+    if device.type == "cuda" and here.distributed and device.index is None:
+        return torch.device("cuda", here.local_rank % max(1, torch.cuda.device_count()))
+    return device
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

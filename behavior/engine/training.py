@@ -15,7 +15,7 @@ from behavior.config import device_of
 from behavior.data.pipeline import ClipPipeline, input_channels
 from behavior.data.prepare import PreparedData, clip_cache, clip_regions, prepare_data, write_data_records
 from behavior.engine.checkpoint import read_checkpoint
-from behavior.engine.distributed import SINGLE, World, barrier, collective, shard, unwrap, wrap
+from behavior.engine.distributed import SINGLE, World, barrier, collective, rank_device, shard, unwrap, wrap
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.finetune import describe_start, initial_weights_record, weights_provenance
 from behavior.engine.loop import amp_enabled
@@ -143,16 +143,15 @@ def _carry_out(plan: TrainPlan, here: World) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, backend = recipe.trainer, recipe.decode.backend
     seed_everything(recipe.seed)
-    device = device_of(trainer.device)
-    if device.type == "cuda" and here.distributed:
-        device = torch.device("cuda", here.local_rank)
+    device = rank_device(device_of(trainer.device), here)
     cache = clip_cache(recipe.data, backend, recipe.transform, recipe.flow if recipe.model.uses_flow else None)
     if here.main:
         write_data_records(run_dir, recipe.data, data)
     parts = data.split.parts()
     print(f"{len(data.class_names)} classes {data.class_names}; clips: { {k: len(v) for k, v in parts.items()} }; "
           f"run dir: {run_dir}")
-    regions = clip_regions(parts, recipe.roi, backend, data.num_frames, run_dir, trainer.progress, cache)
+    regions = clip_regions(parts, recipe.roi, backend, data.num_frames, run_dir if here.main else None,
+                           trainer.progress, cache)
     if cache is not None:
         print(cache.summary([r.path for recs in parts.values() for r in recs], data.num_frames, regions))
     pipeline = ClipPipeline(recipe.sampling, recipe.transform, backend, recipe.roi, recipe.data.decode_timeout,
