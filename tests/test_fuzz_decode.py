@@ -99,6 +99,7 @@ def _guarded_case(job: tuple[str, str]) -> str:
 
 
 @pytest.mark.fuzz_long
+@pytest.mark.timeout(3 * 3600)  # thousands of cases on every backend: far past the suite's per-test limit
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_long_fuzz_every_backend(seed_clips, tmp_path, backend):
     if not backend_available(backend):

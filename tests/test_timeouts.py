@@ -1,0 +1,15 @@
+"""The suite's per-test time limit (pyproject: timeout = 300): a hang fails its own test, by name, and moves on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_a_hanging_test_fails_by_name_instead_of_holding_the_suite(tmp_path):
+    (tmp_path / "test_hang.py").write_text("import time\n\n\ndef test_hangs():\n    time.sleep(60)\n\n\n"
+                                           "def test_after():\n    assert True\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=1", "-q",
+                           str(tmp_path / "test_hang.py")], cwd=tmp_path, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 1
+    assert "Timeout" in proc.stdout and "test_hangs" in proc.stdout and "1 failed, 1 passed" in proc.stdout
