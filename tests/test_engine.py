@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import replace
 
 import pytest
@@ -190,3 +192,40 @@ def test_a_checkpoint_of_an_earlier_version_still_reads(tmp_path):
     torch.save(old, tmp_path / "old.pt")
     recipe = read_checkpoint(tmp_path / "old.pt").recipe
     assert recipe.model.fusion == "late" and recipe.model.pretrained is None and recipe.optim.backbone_lr_mult == 1.0
+
+
+def _plain_save(path, recipe, class_names, model_state, epoch, **training):
+    """The mutant: write_checkpoint without behavior.atomic, torch.save straight onto the path."""
+    torch.save({**training, "recipe": recipe.to_dict(), "class_names": list(class_names), "model_state": model_state,
+                "epoch": epoch}, path)
+
+
+@pytest.mark.parametrize("writer, atomic", [(write_checkpoint, True), (_plain_save, False)],
+                         ids=["write_checkpoint", "mutant-plain-torch-save"])
+def test_a_write_cut_off_midway_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch, writer, atomic):
+    """A kill or a full disk in the middle of a save: the file on disk is still the previous checkpoint. The mutant
+    row shows the check tells an atomic write from a plain one (a plain save leaves half a file)."""
+    recipe, path = tiny_recipe(), tmp_path / "last.pt"
+    write_checkpoint(path, recipe, ["a", "b"], nn.Linear(2, 3).state_dict(), 1)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def cut_off(obj, f, *args, **kwargs):
+        whole = io.BytesIO()
+        real_save(obj, whole, *args, **kwargs)
+        half = whole.getvalue()[: len(whole.getvalue()) // 2]
+        if isinstance(f, str | os.PathLike):
+            with open(f, "wb") as fh:
+                fh.write(half)
+        else:
+            f.write(half)
+            f.flush()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", cut_off)
+    with pytest.raises(OSError, match="No space left"):
+        writer(path, recipe, ["a", "b"], nn.Linear(2, 3).state_dict(), 2)
+    monkeypatch.undo()
+    assert (path.read_bytes() == before) is atomic
+    if atomic:
+        assert read_checkpoint(path).epoch == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

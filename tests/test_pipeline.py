@@ -141,7 +141,7 @@ def test_config_errors_are_one_line(clip_tree, tmp_path, override, key, monkeypa
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert key in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r" / "split.csv").exists()  # stopped before any clip was scanned
+    assert not (tmp_path / "r").exists()  # refused before the run folder, so before any clip was scanned
 
 
 def test_a_config_error_on_the_command_line_is_one_line_and_exit_2(clip_tree, tmp_path):
