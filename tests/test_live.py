@@ -134,7 +134,8 @@ def test_interrupting_leaves_a_playable_file(files, tmp_path):
     assert proc.returncode == 0, err
     assert "stopped early: interrupted" in out
     written = int(out.split("annotated video: ")[1].split("(")[1].split()[0])
-    assert 0 < written < 45 * 8
+    read = int(out.split("\nlive: ")[1].split()[0])
+    assert 0 < written == read < 45 * 8  # every frame read before Ctrl-C is in the file, and only those
     with open_video(output) as reader:
         assert len(reader) == written
         reader.get_frames([0, written - 1])
@@ -151,11 +152,13 @@ def test_a_killed_run_still_leaves_a_playable_file(files, tmp_path):
         if output.is_file() and output.stat().st_size > 100_000:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed: make the source longer"
     proc.kill()
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not a run that had ended on its own
     # A fragmented MP4 cut mid-fragment: the fragments before the cut play (the strict reader calls it truncated).
     with open_leading_frames(output) as reader:
-        assert len(reader) >= 30
+        assert 30 <= len(reader) < 45 * 8  # what was written before the kill: fewer frames than the source has
         reader.get_frames([len(reader) - 1])
 
 
