@@ -1,8 +1,9 @@
 """Property test of the decode stage: whatever the bytes, the outcome is frames or VideoDecodeError.
 
-CI runs a few hundred cases on PyAV in-process. ``pytest -m fuzz_long`` runs thousands on every available
-backend, each case in a guarded worker process, so a decoder that crashes or hangs shows up as a failure
-instead of killing or stalling the test run.
+CI runs a few hundred cases on PyAV in-process and a few dozen on every backend (PyAV, decord, torchcodec), each
+in a guarded worker process, so a decoder that crashes or hangs shows up as a failure instead of killing or
+stalling the test run; ``pytest -m fuzz_long`` runs thousands per backend. Mutations: byte flips, filled and
+zeroed runs, truncation, spliced bytes, duplicated chunks and corrupted header fields.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def seed_clips(tmp_path_factory) -> list[bytes]:
     return clips
 
 
-# A mutation: flip bytes, overwrite a run with one value, truncate, or splice in random bytes.
+# A mutation: flip bytes, overwrite a run with one value (zeros included), truncate, splice in random bytes,
+# duplicate a chunk in place, or corrupt the container's header fields (the first bytes: box sizes, RIFF lengths).
 mutations = st.lists(
     st.one_of(
         st.tuples(st.just("flip"), st.floats(0, 1), st.integers(1, 255)),
         st.tuples(st.just("fill"), st.floats(0, 1), st.integers(0, 255), st.integers(1, 4096)),
         st.tuples(st.just("cut"), st.floats(0, 1)),
         st.tuples(st.just("splice"), st.floats(0, 1), st.binary(min_size=1, max_size=256)),
+        st.tuples(st.just("dup"), st.floats(0, 1), st.integers(1, 2048)),
+        st.tuples(st.just("header"), st.integers(0, 63), st.integers(1, 255)),
     ),
     min_size=1, max_size=6)
 
@@ -57,6 +61,10 @@ def mutate(data: bytes, ops) -> bytes:
             del buf[at:]
         elif op[0] == "splice":
             buf[at:at] = op[2]
+        elif op[0] == "dup":
+            buf[at:at] = buf[at:at + op[2]]
+        elif op[0] == "header" and op[1] < len(buf):
+            buf[op[1]] ^= op[2]
     return bytes(buf)
 
 
@@ -98,25 +106,48 @@ def _guarded_case(job: tuple[str, str]) -> str:
     return decode_all(*job)
 
 
+def random_ops(rng: np.random.Generator) -> list[tuple]:
+    """One case's mutations, drawn from every kind (the guarded runs cannot use hypothesis' strategies)."""
+    ops = []
+    for _ in range(int(rng.integers(1, 6))):
+        kind, at = ["flip", "fill", "cut", "splice", "dup", "header"][int(rng.integers(6))], float(rng.random())
+        ops.append({"flip": ("flip", at, int(rng.integers(1, 256))),
+                    "fill": ("fill", at, int(rng.choice([0, int(rng.integers(256))])), int(rng.integers(1, 4096))),
+                    "cut": ("cut", at),
+                    "splice": ("splice", at, rng.bytes(int(rng.integers(1, 257)))),
+                    "dup": ("dup", at, int(rng.integers(1, 2049))),
+                    "header": ("header", int(rng.integers(64)), int(rng.integers(1, 256)))}[kind])
+    return ops
+
+
+def guarded_fuzz(seed_clips, tmp_path: Path, backend: str, count: int, seed: int) -> list:
+    """``count`` mutated clips decoded by ``backend``, each in a guarded worker process: the cases whose decoder
+    crashed, hung or raised anything but VideoDecodeError."""
+    if not backend_available(backend):
+        pytest.skip(f"{backend} not available here")
+    rng, jobs = np.random.default_rng(seed), []
+    for k in range(count):
+        which = int(rng.integers(len(SEED_CLIPS)))
+        path = tmp_path / f"case{k}{list(SEED_CLIPS.values())[which]}"
+        path.write_bytes(mutate(seed_clips[which], random_ops(rng)))
+        jobs.append((str(path), backend))
+    return [(jobs[i][0], value) for i, ok, value in map_with_timeout(_guarded_case, jobs, timeout=30, workers=2,
+                                                                     name=lambda job: job[0])
+            if not ok and (isinstance(value, DecodeTimeout) or not isinstance(value, VideoDecodeError)
+                           or "crashed" in str(value))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_guarded_fuzz_of_every_backend(seed_clips, tmp_path, backend):
+    # A few dozen cases per backend in CI; pytest -m fuzz_long runs thousands.
+    failures = guarded_fuzz(seed_clips, tmp_path, backend, count=30, seed=1)
+    assert not failures, failures[:5]
+
+
 @pytest.mark.fuzz_long
 @pytest.mark.timeout(3 * 3600)  # thousands of cases on every backend: far past the suite's per-test limit
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_long_fuzz_every_backend(seed_clips, tmp_path, backend):
-    if not backend_available(backend):
-        pytest.skip(f"{backend} not available here")
-    rng = np.random.default_rng(int(os.environ.get("FUZZ_SEED", "0")))
-    count = int(os.environ.get("FUZZ_CASES", "2000"))
-    jobs = []
-    for k in range(count):
-        which = int(rng.integers(len(SEED_CLIPS)))
-        ops = [("flip", float(rng.random()), int(rng.integers(1, 256))) for _ in range(int(rng.integers(1, 6)))]
-        if rng.random() < 0.3:
-            ops.append(("cut", float(rng.random())))
-        path = tmp_path / f"case{k}{list(SEED_CLIPS.values())[which]}"
-        path.write_bytes(mutate(seed_clips[which], ops))
-        jobs.append((str(path), backend))
-    failures = [(jobs[i][0], value) for i, ok, value in map_with_timeout(_guarded_case, jobs, timeout=30, workers=2,
-                                                                          name=lambda job: job[0])
-                if not ok and (isinstance(value, DecodeTimeout) or not isinstance(value, VideoDecodeError)
-                               or "crashed" in str(value))]
+    failures = guarded_fuzz(seed_clips, tmp_path, backend, int(os.environ.get("FUZZ_CASES", "2000")),
+                            int(os.environ.get("FUZZ_SEED", "0")))
     assert not failures, failures[:5]
