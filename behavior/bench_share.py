@@ -91,12 +91,8 @@ def rank_recipe(recipe: Recipe, here: World) -> Recipe:
     """Under torchrun each rank trains on its own GPU (``cuda:LOCAL_RANK``, wrapping round when there are more
     ranks than GPUs) where ``trainer.device`` names no index."""
     device = device_of(recipe.trainer.device)
-    if not here.distributed or device.type != "cuda" or device.index is not None:
-        return recipe
-    import torch
-
-    index = here.local_rank % max(torch.cuda.device_count(), 1)
-    return replace(recipe, trainer=replace(recipe.trainer, device=f"cuda:{index}"))
+    mine = distributed.rank_device(device, here)
+    return recipe if mine == device else replace(recipe, trainer=replace(recipe.trainer, device=str(mine)))
 
 
 @contextlib.contextmanager

@@ -36,6 +36,36 @@ def run_module(module: str, *overrides: str, check: bool = True, cwd: Path = REP
     return proc
 
 
+class CreatesFile:
+    """Unpickling this calls open(path, "w"): a stand-in for code a hostile checkpoint or weights file would run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: each torchrun job in the tests gets its own rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(module: str, *args: str, processes: int = 2) -> list[str]:
+    """``torchrun --nproc_per_node=<processes> -m <module> <args>`` with the venv's torchrun, on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+            f"--master-port={free_port()}", "-m", module, *args]
+
+
+def torchrun_env(**extra: str) -> dict[str, str]:
+    """This checkout's code in every rank, one torch thread each (two ranks share two cores), output unbuffered."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+
+
 def run_main(module: str, *overrides: str) -> tuple[int, str, str]:
     """``python -m <module> <overrides>`` in this process (a subprocess costs ~6 s of imports): its exit status
     and what it printed. Output is captured here, so call it outside pytest's own capture (``capsys.disabled``

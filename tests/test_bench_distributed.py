@@ -4,15 +4,13 @@ torchrun job; the division by cost and the refusals."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from behavior.bench_share import balanced
 from tests.conftest import REPO, make_clip_tree
-from tests.helpers import run_main, run_module
+from tests.helpers import run_main, run_module, torchrun_command, torchrun_env
 from tests.test_bench import SETTINGS
 from tests.test_pipeline import read_csv
 
@@ -83,11 +81,9 @@ def test_shards_add_up_to_one_bench(tmp_path):
 
 
 def torchrun(*args: str, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=<nproc> -m behavior.bench <args>`` (standalone: a free port)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-               "behavior.bench", *args]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    """``torchrun --nproc_per_node=<nproc> -m behavior.bench <args>`` on a free port."""
+    proc = subprocess.run(torchrun_command("behavior.bench", *args, processes=nproc), cwd=REPO, env=torchrun_env(),
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

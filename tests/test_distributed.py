@@ -6,31 +6,18 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.conftest import REPO, make_clip_tree
-from tests.helpers import TINY, run_module
+from tests.helpers import TINY, free_port, run_module, torchrun_command, torchrun_env
 
 pytestmark = pytest.mark.slow  # several processes each
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(*args: str, processes: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-            f"--master-port={free_port()}", "-m", *args]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "BEHAVIOR_DIST_TIMEOUT": "120"}
+ENV = torchrun_env(BEHAVIOR_DIST_TIMEOUT="120")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +27,8 @@ def clips(tmp_path_factory):
 
 def test_two_processes_write_one_report_equal_to_a_single_process_evaluation(clips, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run(torchrun("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}", "trainer.epochs=1",
-                                   "data.cache=null", *TINY),
+    proc = subprocess.run(torchrun_command("behavior.train", f"data.root={clips}", f"hydra.run.dir={run}",
+                                           "trainer.epochs=1", "data.cache=null", *TINY),
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("[test]  top1") == 1 and "x 2 processes" in proc.stdout  # rank 0 alone prints
@@ -66,7 +53,7 @@ def test_a_killed_two_process_run_resumes_in_one_process(clips, tmp_path):
     run = tmp_path / "run"
     settings = [f"data.root={clips}", f"hydra.run.dir={run}", "trainer.epochs=40", "trainer.patience=0",
                 "data.cache=null", *TINY]
-    job = subprocess.Popen(torchrun("behavior.train", *settings), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+    job = subprocess.Popen(torchrun_command("behavior.train", *settings), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     history, deadline = run / "history.csv", time.monotonic() + 240
     while time.monotonic() < deadline and job.poll() is None:
@@ -105,3 +92,18 @@ def test_a_rank_left_alone_stops_with_one_line_naming_what_it_waited_for(monkeyp
                        match=rf"^rank 0 of 2: could not join the others at 127\.0\.0\.1:{port} \(gloo, waited up to "
                              r"1 s\)"):
         distributed.start(torch.device("cpu"))
+
+
+def test_each_rank_takes_its_own_gpu_unless_one_is_named(monkeypatch):
+    import torch
+
+    from behavior.engine.distributed import World, rank_device
+
+    two = World(rank=1, size=2, local_rank=1)
+    assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
+    assert rank_device(torch.device("cuda"), World(0, 1, 0)) == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert rank_device(torch.device("cuda"), two) == torch.device("cuda", 0)  # both ranks share the one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert rank_device(torch.device("cuda"), two) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cuda", 3), two) == torch.device("cuda", 3)  # named by the user: kept

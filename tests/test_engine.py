@@ -14,7 +14,7 @@ from behavior.engine.optim import OptimConfig, build_loss, build_optimizer, buil
 from behavior.engine.trainer import restore
 from behavior.errors import ConfigError, DivergedError
 from behavior.models import ModelConfig, build_model
-from tests.helpers import tiny_recipe
+from tests.helpers import CreatesFile, tiny_recipe
 
 OPTIM = OptimConfig.preset("adamw", lr=0.01, weight_decay=0.05, schedule="cosine", warmup_epochs=1,
                            min_lr_ratio=0.01, label_smoothing=0.1, class_weighted=False)
@@ -63,20 +63,10 @@ def test_checkpoint_errors_are_clear(tmp_path):
         read_checkpoint(bad_recipe)
 
 
-class _CreatesFile:
-    """Unpickling this calls open(path, "w"): a stand-in for code a hostile checkpoint would run."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_checkpoint_refuses_pickled_code(tmp_path):
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.pt"
-    torch.save(state(payload=_CreatesFile(marker)), evil)
+    torch.save(state(payload=CreatesFile(marker)), evil)
     with pytest.raises(CheckpointError, match="cannot be loaded safely") as err:
         read_checkpoint(evil)
     assert "weights_only" not in str(err.value)

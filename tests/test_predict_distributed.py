@@ -7,48 +7,38 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from behavior.engine.distributed import World
-from behavior.predict.batch import PredictSettings, run
+from behavior.predict.batch import run
 from behavior.predict.predictions import PredictionsFile, columns_for, csv_line
-from behavior.predict.sharded import fold, leftover_parts, part_path, rank_device
+from behavior.predict.sharded import fold, leftover_parts, part_path
 from behavior.video.writer import write_video
 from tests.conftest import REPO, make_clip_tree, moving_square_clip
-from tests.helpers import command_config, tiny_checkpoint
+from tests.helpers import tiny_checkpoint, torchrun_command, torchrun_env
+from tests.test_predict import predict_cfg
 
 CLASSES = ["left", "right", "up"]
 COLUMNS = columns_for(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", CLASSES)
 
 
 def torchrun(*overrides: str, nproc: int = 2, **popen) -> list[str] | subprocess.Popen:
     """``torchrun --nproc_per_node=N -m behavior.predict`` (the venv's, this checkout's code): the command, or with
     ``popen`` options the started process."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               f"--master-port={free_port()}", "-m", "behavior.predict", "progress=false", "num_workers=0",
-               *overrides]
-    return subprocess.Popen(command, cwd=REPO, env=environment(), **popen) if popen else command
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    command = torchrun_command("behavior.predict", "progress=false", "num_workers=0", *overrides, processes=nproc)
+    return subprocess.Popen(command, cwd=REPO, env=torchrun_env(), **popen) if popen else command
 
 
 def torchrun_done(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(torchrun(*overrides), cwd=REPO, env=environment(), capture_output=True, text=True,
+    return subprocess.run(torchrun(*overrides), cwd=REPO, env=torchrun_env(), capture_output=True, text=True,
                           timeout=240)
 
 
@@ -57,15 +47,6 @@ def read_rows(path: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def predict_cfg(**values) -> PredictSettings:
-    return PredictSettings.from_mapping(command_config("predict", **{"progress": False, "num_workers": 0, **values}))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -222,14 +203,3 @@ def test_fold_keeps_jsonl_rows_byte_for_byte(tmp_path):
     finally:
         out.close()
     assert out_path.read_bytes() == "".join(lines).encode("utf-8", "surrogateescape")
-
-
-def test_each_rank_takes_its_own_gpu_only_when_there_are_several(monkeypatch):
-    two = World(rank=1, size=2, local_rank=1)
-    assert rank_device(torch.device("cpu"), two) == torch.device("cpu")
-    assert rank_device(torch.device("cuda"), World(0, 1, 0)) == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert rank_device(torch.device("cuda"), two) == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert rank_device(torch.device("cuda"), two) == torch.device("cuda", 1)
-    assert rank_device(torch.device("cuda", 3), two) == torch.device("cuda", 3)  # named by the user: kept

@@ -16,7 +16,7 @@ from behavior.models import ModelConfig, build_model
 from behavior.models.pretrained import fetch, load_pretrained, weights_source
 from behavior.recipe import compose_recipe
 from tests.conftest import make_clip_tree
-from tests.helpers import TINY, run_main, tiny_recipe
+from tests.helpers import TINY, CreatesFile, run_main, tiny_recipe
 
 R3D_FILE = "r3d_18-b3b3357e.pth"  # os.path.basename(R3D_18_Weights.KINETICS400_V1.url)
 
@@ -109,16 +109,6 @@ def test_unknown_weights_and_missing_files_are_one_line(torch_home, tmp_path):
         load_pretrained(build_model(recipe.model, 3), weights_source(recipe.model.pretrained))
 
 
-class _CreatesFile:
-    """Unpickling this calls open(path, "w"): what a hostile weights file would run."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_wrong_files_are_one_line_errors_and_code_never_runs(tmp_path):
     model = build_model(tiny_recipe().model, 3)
     not_a_state_dict = tmp_path / "list.pt"
@@ -139,7 +129,7 @@ def test_wrong_files_are_one_line_errors_and_code_never_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"pretrained_strict=true and not every tensor fits: .*skipped \(shape\)"):
         load_pretrained(model, weights_source(str(one_off)), strict=True)
     marker, evil = tmp_path / "marker", tmp_path / "evil.pth"
-    torch.save({"conv.weight": _CreatesFile(marker)}, evil)
+    torch.save({"conv.weight": CreatesFile(marker)}, evil)
     with pytest.raises(ConfigError, match=r"evil\.pth: cannot be loaded safely as weights"):
         weights_source(str(evil))
     assert not marker.exists()

@@ -111,7 +111,8 @@ def _shared() -> bool:
 
 
 def rank_device(device: torch.device, here: World) -> torch.device:
-    """This rank's GPU (``cuda:LOCAL_RANK``) when a job of several processes runs on CUDA; else ``device``."""
+    """This rank's GPU (``cuda:LOCAL_RANK``, wrapping round when there are more ranks than GPUs) when a job of
+    several processes runs on CUDA without a GPU named; else ``device`` (a ``cuda:i`` the user named is kept)."""
     if device.type == "cuda" and here.distributed and device.index is None:
         return torch.device("cuda", here.local_rank % max(1, torch.cuda.device_count()))
     return device

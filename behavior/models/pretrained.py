@@ -126,9 +126,15 @@ def fetch(source: WeightsSource) -> Path:
 
 
 def read_weights(source: WeightsSource) -> Mapping:
-    """The file's contents, loaded safely (tensors and plain containers only)."""
+    """The file's contents, loaded safely (tensors and plain containers only).
+
+    A file torch.save wrote (a zip archive) is memory-mapped: the checks before a run (which kind of file, its
+    normalisation, whether it fits) read only the small pickled index, and the tensors' bytes are read once, when
+    they are copied into the model."""
+    with open(source.file, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
     try:
-        return torch.load(source.file, map_location="cpu", weights_only=True)
+        return torch.load(source.file, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as err:  # UnpicklingError (code, or not a pickle), RuntimeError, EOFError (cut short)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in first or "Weights only load failed" in first:

@@ -29,7 +29,7 @@ from behavior.config import (
 )
 from behavior.data.roi import active
 from behavior.data.scan import find_videos
-from behavior.engine.distributed import shard, stop, world
+from behavior.engine.distributed import rank_device, shard, stop, world
 from behavior.engine.inference import ClipResult, classify_paths, load_classifier
 from behavior.errors import DataError
 from behavior.predict.predictions import (
@@ -42,7 +42,7 @@ from behavior.predict.predictions import (
     provenance_record,
     row_of,
 )
-from behavior.predict.sharded import Job, PartFile, fold, leftover_parts, part_path, rank_device
+from behavior.predict.sharded import Job, PartFile, fold, leftover_parts, part_path
 from behavior.predict.timeline import COLUMNS as TIMELINE_COLUMNS
 from behavior.predict.timeline import WindowConfig, classify_timelines, timelines_folder, window_config
 from behavior.progress import Progress

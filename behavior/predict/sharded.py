@@ -37,15 +37,6 @@ from behavior.predict.predictions import ENCODING, PredictionsFile
 WAIT = datetime.timedelta(days=7)
 
 
-def rank_device(device: torch.device, here: World) -> torch.device:
-    """``cuda`` (or auto on a GPU machine) is ``cuda:LOCAL_RANK`` when several ranks share several GPUs; an explicit
-    ``cuda:i``, the CPU, or one GPU stays as given."""
-    if device.type != "cuda" or device.index is not None or not here.distributed:
-        return device
-    count = torch.cuda.device_count()
-    return torch.device("cuda", here.local_rank % count) if count > 1 else device
-
-
 def part_path(output: Path, rank: int) -> Path:
     return output.with_name(f"{output.name}.rank{rank}.part")
 
