@@ -16,7 +16,7 @@ from behavior.models import ModelConfig, build_model
 from behavior.models.pretrained import fetch, load_pretrained, weights_source
 from behavior.recipe import compose_recipe
 from tests.conftest import make_clip_tree
-from tests.helpers import TINY, CreatesFile, run_main, tiny_recipe
+from tests.helpers import TINY, CreatesFile, run_main, tiny_checkpoint, tiny_recipe
 
 R3D_FILE = "r3d_18-b3b3357e.pth"  # os.path.basename(R3D_18_Weights.KINETICS400_V1.url)
 
@@ -188,3 +188,19 @@ def test_a_bench_variant_with_weights_gets_their_normalisation():
     variant = ModelConfig.preset("r3d_18", pretrained="R3D_18_Weights.KINETICS400_V1")
     assert run_recipe(recipe, variant, 0, composed).transform.mean == pytest.approx((0.43216, 0.394666, 0.37645))
     assert run_recipe(recipe, ModelConfig.preset("r3d_18"), 0, composed).transform.mean == (0.45, 0.45, 0.45)
+
+
+def test_a_two_stream_run_starts_a_one_stream_model_and_back(tmp_path):
+    fused = tiny_recipe("model.input=rgb+flow")
+    source = tiny_checkpoint(tmp_path / "fused.pt", ["a", "b", "c"], fused,
+                             build_model(fused.model, 3, fused.flow_channels))
+    rgb_state = {k[len("rgb."):]: v for k, v in torch.load(source, weights_only=True)["model_state"].items()
+                 if k.startswith("rgb.")}
+    single = build_model(tiny_recipe().model, 2)
+    report = load_pretrained(single, weights_source(str(source)))
+    assert report.new == ["head.weight", "head.bias"]  # the RGB stream's body, a head for 2 classes
+    assert all(torch.equal(single.state_dict()[k], v) for k, v in rgb_state.items() if not k.startswith("head."))
+    back = tiny_checkpoint(tmp_path / "single.pt", ["a", "b"], tiny_recipe(), single)
+    again = build_model(fused.model, 2, fused.flow_channels)
+    loaded = load_pretrained(again, weights_source(str(back))).loaded
+    assert loaded and all(name.startswith("rgb.") for name in loaded)

@@ -175,10 +175,11 @@ def normalization_of(value: str | None) -> tuple[tuple[float, ...], tuple[float,
 
 def _renamed(model: nn.Module, source: WeightsSource, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Source tensors under the model's names: torchvision's names moved under each torchvision-built module's
-    prefix (checking the weights are that network's); a run's checkpoint as it is."""
+    prefix (checking the weights are that network's); a run's checkpoint as it is, or through its RGB stream
+    (:func:`_across_streams`)."""
     targets = [(name, module) for name, module in model.named_modules() if hasattr(module, "torchvision_prefix")]
     if source.kind == "checkpoint" or not targets:
-        return tensors
+        return _across_streams(model, tensors)
     if source.kind == "torchvision":
         built = sorted({module.torchvision_name for _, module in targets})
         targets = [(name, m) for name, m in targets if m.torchvision_name == source.model_name]
@@ -193,6 +194,17 @@ def _renamed(model: nn.Module, source: WeightsSource, tensors: dict[str, torch.T
         prefix = (name + "." if name else "") + module.torchvision_prefix
         renamed.update({prefix + key: value for key, value in tensors.items()})
     return renamed
+
+
+def _across_streams(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A run of another input: a two-stream run (``rgb.``, ``flow.``... names) starts a one-stream RGB model from its
+    RGB stream, and a one-stream run starts the RGB stream of a two-stream model. Names that match already win."""
+    own = set(model.state_dict())
+    if set(tensors) & own:
+        return tensors
+    if any(name.startswith("rgb.") for name in own):
+        return {"rgb." + name: value for name, value in tensors.items()}
+    return {name[len("rgb."):]: value for name, value in tensors.items() if name.startswith("rgb.")} or tensors
 
 
 @dataclass(frozen=True)
