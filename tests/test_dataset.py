@@ -4,9 +4,10 @@ import torch
 
 from behavior.data.dataset import ClipDataset
 from behavior.data.prescan import prescan
-from behavior.data.sampling import SamplingConfig
+from behavior.data.sampling import SamplingConfig, sample_views
 from behavior.data.scan import scan_folder
 from behavior.data.transforms import TransformConfig, build_transform
+from behavior.video import open_video
 
 TRANSFORM = TransformConfig.preset("default", size=40, crop_size=32)
 
@@ -43,6 +44,13 @@ def test_evaluation_items_hold_every_view(clip_tree):
     video, _, _ = ds[0]
     assert video.shape == (3, 3, 4, 32, 32)
     assert torch.equal(ds[0][0], video)
+    # Each view is the evaluation transform of its own frames (views spread over the clip, not one view repeated).
+    views = sample_views(12, ds.sampling)
+    assert len({tuple(view) for view in views}) == 3
+    with open_video(ds.records[0].path) as reader:
+        frames = reader.get_frames(list(range(12)))
+    for view, got in zip(views, video, strict=True):
+        assert torch.equal(got, build_transform(TRANSFORM, False)(frames[view]))
 
 
 def test_prescan_counts_frames_and_sets_bad_clips_aside(clip_tree):

@@ -132,14 +132,24 @@ def test_mixup_alpha_must_be_a_non_negative_number():
             OptimConfig.preset("adamw", mixup_alpha=bad)
 
 
-def test_one_epoch_trains_with_mixup():
+def test_one_epoch_trains_with_mixup_on_blended_clips_and_soft_labels():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 3))
     data = [(torch.randn(4, 3, 2, 4, 4), torch.tensor([0, 1, 2, 0]), None) for _ in range(3)]
     optimizer = build_optimizer(model, OPTIM)
     scheduler = build_scheduler(optimizer, OPTIM, len(data), 1)
-    stats = train_one_epoch(model, data, optimizer, scheduler, build_loss(OPTIM, [0, 1, 2], 3), torch.device("cpu"),
+    inputs, targets = [], []
+    model.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach().clone()))
+    loss = build_loss(OPTIM, [0, 1, 2], 3)
+    loss.register_forward_hook(lambda module, args, out: targets.append(args[1].detach().clone()))
+    torch.manual_seed(0)
+    stats = train_one_epoch(model, data, optimizer, scheduler, loss, torch.device("cpu"),
                             progress=False, mixup_alpha=0.2, num_classes=3)
     assert stats.clips == 12 and stats.loss > 0
+    # The model saw blends of the batch's clips, and the loss took soft labels (rows sum to 1) mixing two classes.
+    assert len(inputs) == len(targets) == 3
+    assert all(wanted.shape == (4, 3) and torch.allclose(wanted.sum(1), torch.ones(4)) for wanted in targets)
+    assert any(not torch.equal(seen, video) for (video, _, _), seen in zip(data, inputs, strict=True))
+    assert any(((wanted > 0).sum(1) > 1).any() for wanted in targets)
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error():

@@ -46,15 +46,21 @@ def test_evaluate_and_predict_crop_like_training(face_run, tmp_path):
     report = tmp_path / "eval"
     run_module("behavior.evaluate", f"checkpoint={run / 'best.pt'}", f"data.root={root}",
                f"hydra.run.dir={report}", "num_workers=0", "progress=false")
-    assert len(read_csv(report / "roi.csv")) == 9
+    def boxes(rows):  # clip name -> (found, box) as roi.csv writes it
+        return {row["path"].rsplit("/", 1)[1]: (row["found"], row["x0"], row["y0"], row["x1"], row["y1"])
+                for row in rows}
+
+    trained = boxes(read_csv(run / "roi.csv"))
+    assert boxes(read_csv(report / "roi.csv")) == trained and len(trained) == 9
 
     output = tmp_path / "predictions.csv"
     predict(predict_cfg(checkpoint=str(run / "best.pt"), input=str(root), output=str(output)))
     rows = {row["path"].rsplit("/", 1)[1]: row for row in read_csv(output)}
     assert rows["nobody.mp4"]["roi_box"] == ""
     assert "roi: no face found in 5 frame(s); the whole frame was used" in rows["nobody.mp4"]["warning"]
-    box = [float(v) for v in rows["slow_0.mp4"]["roi_box"].split()]
-    assert len(box) == 4 and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
+    # Every clip cropped to the box training used for it (found by the same detector with the stored settings).
+    for name, (found, *box) in trained.items():
+        assert rows[name]["roi_box"] == (" ".join(box) if found == "true" else "")
     assert rows["slow_0.mp4"]["warning"] == ""
 
 
