@@ -74,7 +74,8 @@ def run_main(module: str, *overrides: str) -> tuple[int, str, str]:
     import importlib
     import io
 
-    entry = module if module in ("behavior.train", "behavior.evaluate", "behavior.bench") else module + ".__main__"
+    entry = module if module in ("behavior.train", "behavior.evaluate", "behavior.bench", "behavior.export") \
+        else module + ".__main__"
     main = importlib.import_module(entry).main
     out, err, argv = io.StringIO(), io.StringIO(), sys.argv
     sys.argv = [module, *overrides]

@@ -21,7 +21,8 @@ from behavior.data.flow import frames_needed, with_flow
 from behavior.data.pipeline import ClipPipeline, input_channels, one_thread
 from behavior.data.roi import WHOLE_FRAME, Region, RoiConfig, active, crop_frames, detect_region, detection_indices
 from behavior.data.sampling import sample_views
-from behavior.engine.checkpoint import Checkpoint, load_model
+from behavior.deploy.runtime import load_any_model
+from behavior.engine.checkpoint import Checkpoint
 from behavior.engine.loop import amp_enabled, autocast
 from behavior.video import VideoDecodeError, VideoReader, open_leading_frames, open_video, require_backend
 from behavior.video.base import describe
@@ -221,9 +222,9 @@ def decode_size(max_short_side: int | str | None, pipeline: ClipPipeline) -> int
 def load_classifier(checkpoint: str, device: torch.device, amp: bool = False, num_views: int | None = None,
                     backend: str | None = None, max_short_side: int | str | None = "auto",
                     roi: RoiConfig | None = None) -> Classifier:
-    """The checkpoint's model with its own classes and clip pipeline (see :func:`pipeline_of` and
-    :func:`decode_size`)."""
-    model, saved = load_model(checkpoint, device)
+    """The checkpoint's model (or an export's: .onnx, .pt2) with its own classes and clip pipeline (see
+    :func:`pipeline_of` and :func:`decode_size`)."""
+    model, saved = load_any_model(checkpoint, device)
     pipeline = pipeline_of(saved, backend, num_views, roi)
     pipeline = replace(pipeline, max_short_side=decode_size(max_short_side, pipeline))
     return Classifier(model, saved.class_names, pipeline, device, amp_enabled(amp, device))
