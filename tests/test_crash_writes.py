@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import resource
 import signal
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,9 +30,12 @@ import torch
 
 import behavior.data.cache as cache_module
 import behavior.engine.checkpoint as checkpoint_module
+import behavior.report.plots as plots_module
+import behavior.report.writer as writer_module
 from behavior.data.cache import CacheSettings, ClipCache, decode_pool
 from behavior.engine.checkpoint import read_checkpoint, write_checkpoint
 from behavior.models import build_model
+from behavior.report.writer import METRICS_FILE, write_report
 from behavior.video.writer import write_video
 from tests.conftest import moving_square_clip
 from tests.helpers import tiny_recipe
@@ -309,3 +314,49 @@ def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, m
     if not mutant:
         target.check_next_write()
 
+
+# Reports: write_report over an earlier report; metrics.json last, so its presence means a whole report.
+
+REPORT_FILES = ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv", METRICS_FILE)
+
+
+@pytest.mark.parametrize("mutant", [None, "plain-open", "keeps-old-metrics"])
+def test_a_report_killed_mid_write_leaves_old_or_new_files_and_never_a_mixed_report(tmp_path, monkeypatch, mutant):
+    """Each file is the old or the new version; metrics.json parses, and when it is there every file is of the same
+    report as it (the earlier report's metrics.json is removed before the first file is replaced)."""
+    out, classes = tmp_path / "run", ["left", "right", "up"]
+    paths, labels = [f"/clips/c{i}.mp4" for i in range(9)], [i % 3 for i in range(9)]
+    old_scores, new_scores = (np.random.default_rng(seed).random((9, 3)) for seed in (0, 1))
+    write_report(tmp_path / "scratch", paths, labels, new_scores, classes)
+    png = (tmp_path / "scratch" / "confusion_matrix.png").read_bytes()
+    write_report(out, paths, labels, old_scores, classes)
+    # The new figure as the real renderer draws it, saved through plots._save, without 0.2 s of drawing per child.
+    drawn = SimpleNamespace(dpi=100, savefig=lambda fh, **kwargs: fh.write(png))
+    monkeypatch.setattr(writer_module, "plot_confusion_matrix", lambda *args, **kwargs: plots_module._save(drawn,
+                                                                                                        args[2]))
+    files = [out / name for name in REPORT_FILES]
+
+    def loads() -> str | None:
+        metrics = out / METRICS_FILE
+        if not metrics.exists():
+            return None
+        try:
+            json.loads(metrics.read_text(encoding="utf-8"))
+        except ValueError:
+            return "metrics.json does not parse"
+        version = target.new if metrics.read_bytes() == target.new[metrics] else target.old
+        mixed = [p.name for p in files if (p.read_bytes() if p.exists() else None) != version[p]]
+        return f"metrics.json beside {', '.join(mixed)} of the other report" if mixed else None
+
+    target = Target((writer_module, plots_module), lambda: write_report(out, paths, labels, new_scores, classes),
+                    {path: path.read_bytes() for path in files}, loads, may_vanish=(out / METRICS_FILE,)).learn_new()
+    if mutant == "plain-open":
+        mutate(monkeypatch, target.modules)
+    elif mutant == "keeps-old-metrics":
+        real_unlink = Path.unlink
+        monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None if self.name == METRICS_FILE
+                            else real_unlink(self, missing_ok))
+    points = target.mutant_points() if mutant else target.points(cuts=2)
+    verdict(target.kill_problems(points, atomic=not mutant), bool(mutant))
+    if not mutant:
+        target.check_next_write()
