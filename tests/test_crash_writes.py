@@ -34,7 +34,9 @@ import behavior.report.plots as plots_module
 import behavior.report.writer as writer_module
 from behavior.data.cache import CacheSettings, ClipCache, decode_pool
 from behavior.engine.checkpoint import read_checkpoint, write_checkpoint
+from behavior.errors import DataError
 from behavior.models import build_model
+from behavior.predict.predictions import PredictionsFile, columns_for
 from behavior.report.writer import METRICS_FILE, write_report
 from behavior.video.writer import write_video
 from tests.conftest import moving_square_clip
@@ -360,3 +362,78 @@ def test_a_report_killed_mid_write_leaves_old_or_new_files_and_never_a_mixed_rep
     verdict(target.kill_problems(points, atomic=not mutant), bool(mutant))
     if not mutant:
         target.check_next_write()
+
+
+# Predictions files: appended to, row by row, never replaced. A file cut at any byte (what a kill mid-append leaves)
+# resumes to exactly the file an uninterrupted run writes: the whole rows kept, the torn one cut and redone.
+
+def prediction_rows(columns: list[str]) -> list[dict]:
+    names = ["/clips/a.mp4", '/clips/new\nline, "quoted" \udcff.mp4', "/clips/été €.mp4", "/clips/b.mp4"]
+    rows = [dict.fromkeys(columns) | {"path": name, "status": "ok", "label": "up", "score": 0.5 + i / 10,
+                                      "label_1": "up", "score_1": 0.5 + i / 10, "label_2": "left",
+                                      "score_2": 0.25, "num_frames": 12} for i, name in enumerate(names)]
+    rows[2] = dict.fromkeys(columns) | {"path": names[2], "status": "error", "error": 'cannot decode: "moov", atom'}
+    return rows
+
+
+def resume_problems(path: Path, cuts: range | None = None) -> list[str]:
+    """Write a small predictions file; then, for each cut, leave only its first ``cut`` bytes, resume it as predict
+    does (open, skip the rows done, append the others) and say what differs from the uninterrupted file."""
+    columns = columns_for(2)
+    rows = prediction_rows(columns)
+    out = PredictionsFile(path, columns).open()
+    ends = [path.stat().st_size]  # where the header (CSV) and then each row ends
+    for row in rows:
+        out.write(row)
+        ends.append(path.stat().st_size)
+    out.close()
+    whole = path.read_bytes()
+    problems = []
+    for cut in cuts or range(len(whole) + 1):
+        path.write_bytes(whole[:cut])
+        whole_rows = sum(end <= cut for end in ends[1:])
+        try:
+            again = PredictionsFile(path, columns).open()
+        except DataError as err:
+            problems.append(f"cut at {cut}: refused ({err})")
+            continue
+        kept = path.read_bytes()
+        if kept != whole[:ends[whole_rows]]:
+            problems.append(f"cut at {cut}: resuming keeps {len(kept)} bytes, not the {ends[whole_rows]} of the "
+                            f"whole rows")
+        if again.done != {row["path"] for row in rows[:whole_rows]}:
+            problems.append(f"cut at {cut}: {len(again.done)} row(s) taken as done, not {whole_rows}")
+        for row in rows:
+            if row["path"] not in again.done:
+                again.write(row)
+        again.close()
+        if path.read_bytes() != whole:
+            problems.append(f"cut at {cut}: the resumed file is not the uninterrupted one")
+    return problems
+
+
+def mutate_resume(monkeypatch, mutant: str) -> None:
+    real_recognise, real_open = PredictionsFile._recognise, PredictionsFile.open
+    if mutant == "keeps-torn-row":
+        monkeypatch.setattr(PredictionsFile, "_recognise", lambda self, data: (real_recognise(self, data),
+                                                                               len(data))[1])
+    elif mutant == "forgets-done-rows":
+        monkeypatch.setattr(PredictionsFile, "_recognise", lambda self, data: (real_recognise(self, data),
+                                                                               self.done.clear())[0])
+    else:  # starts-again: writes the file anew instead of appending to it
+        def open_anew(self):
+            if self.path.exists():
+                self.path.write_bytes(b"")
+            return real_open(self)
+        monkeypatch.setattr(PredictionsFile, "open", open_anew)
+
+
+@pytest.mark.parametrize("mutant", [None, "keeps-torn-row", "forgets-done-rows", "starts-again"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_predictions_file_cut_at_any_byte_resumes_to_the_uninterrupted_file(tmp_path, monkeypatch, suffix,
+                                                                               mutant):
+    """Every byte offset, rows with a newline, comma, quotes, non-ASCII and a byte that is not UTF-8 in the name."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not the point here; ~1200 opens stay fast
+    if mutant:
+        mutate_resume(monkeypatch, mutant)
+    verdict(resume_problems(tmp_path / f"preds{suffix}"), bool(mutant))
