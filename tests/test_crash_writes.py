@@ -3,24 +3,16 @@ reports (written through behavior.atomic: after a kill each file is the old vers
 and still loads) and predictions files (appended to: a file cut at any byte resumes to exactly the file an
 uninterrupted run writes). Each promise has mutant rows, deliberate breaks the same check must catch.
 
-A kill is real: the write runs in a forked child. At a byte point the child, as it opens the k-th file, lowers its
-file-size limit (RLIMIT_FSIZE) to n bytes and gives SIGXFSZ its default action back (Python ignores it): the kernel
-writes the first n bytes and kills the process when the write goes on, so no except or finally block runs. At an
-event point the child calls os._exit just before fsync, just before os.replace or just after it. A fault point keeps
-SIGXFSZ ignored: the write fails with EFBIG, as on a full disk, and the writer's own cleanup runs.
+A kill is real (tests/crash.py): the write runs in a forked child the kernel kills at byte n of the k-th file it
+writes (RLIMIT_FSIZE, SIGXFSZ), or that exits just before fsync, just before os.replace or just after it; a fault
+point fails the write with EFBIG instead, as a full disk would.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
-import resource
-import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,207 +28,16 @@ from behavior.data.cache import CacheSettings, ClipCache, decode_pool
 from behavior.engine.checkpoint import read_checkpoint, write_checkpoint
 from behavior.errors import DataError
 from behavior.models import build_model
+from behavior.predict.batch import PredictSettings, run
 from behavior.predict.predictions import PredictionsFile, columns_for
 from behavior.report.writer import METRICS_FILE, write_report
 from behavior.video.writer import write_video
 from tests.conftest import moving_square_clip
-from tests.helpers import tiny_recipe
+from tests.crash import Target, in_child, limit_file_size, mutate, verdict
+from tests.helpers import tiny_checkpoint, tiny_recipe
+from tests.test_predict import predict_cfg
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, RLIMIT_FSIZE and prctl: Linux")
-
-KILLED, FINISHED, RAISED = 86, 87, 88  # a child's exit status: killed at an event, kill point never reached, raised
-EVENTS = ("fsync", "replace", "replaced")  # os._exit just before fsync, just before os.replace, just after it
-
-
-@dataclass(frozen=True)
-class Point:
-    file: int  # the k-th file the write opens, from 1
-    at: int | str  # a byte count (killed when the file would grow past it) or one of EVENTS
-    fault: bool = False  # the write fails (EFBIG, as on a full disk) instead of the process being killed
-
-    def __str__(self) -> str:
-        where = f"byte {self.at}" if isinstance(self.at, int) else self.at
-        return f"file {self.file} {'fault at' if self.fault else 'kill at'} {where}"
-
-
-def in_child(write: Callable[[], object], arm: Callable[[], None]) -> str:
-    """Run ``arm`` then ``write`` in a forked child: "killed", "raised" or "finished" (never reached its point)."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = FINISHED
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-            ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE=0: no core dump, whatever core_pattern says
-            torch.set_num_threads(1)  # no intra-op thread pool inherited half-alive across the fork
-            arm()
-            write()
-        except BaseException:
-            code = RAISED
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return "killed" if os.WTERMSIG(status) == signal.SIGXFSZ else f"signal {os.WTERMSIG(status)}"
-    return {KILLED: "killed", FINISHED: "finished", RAISED: "raised"}[os.WEXITSTATUS(status)]
-
-
-def limit_file_size(n: int, fault: bool = False) -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN if fault else signal.SIG_DFL)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-
-def arm_atomic(point: Point, modules: tuple) -> Callable[[], None]:
-    """In the child: count the files opened through each module's ``atomic_open`` (or the mutant in its place)."""
-
-    def arm() -> None:
-        opened = [0]
-
-        def here(event: str) -> bool:
-            return opened[0] == point.file and point.at == event
-
-        def counted(opener):
-            @contextlib.contextmanager
-            def wrapper(path, mode="wb", **kwargs):
-                opened[0] += 1
-                if opened[0] == point.file and isinstance(point.at, int):
-                    limit_file_size(point.at, point.fault)
-                with opener(path, mode, **kwargs) as fh:
-                    yield fh
-            return wrapper
-
-        for module in modules:
-            module.atomic_open = counted(module.atomic_open)
-        real_fsync, real_replace = os.fsync, os.replace
-
-        def fsync(fd):
-            if here("fsync"):
-                os._exit(KILLED)
-            real_fsync(fd)
-
-        def replace(src, dst):
-            if here("replace"):
-                os._exit(KILLED)
-            real_replace(src, dst)
-            if here("replaced"):
-                os._exit(KILLED)
-
-        os.fsync, os.replace = fsync, replace
-    return arm
-
-
-@contextlib.contextmanager
-def plain_open(path, mode="wb", **kwargs):
-    """The mutant: straight onto the file, as code without behavior.atomic would write."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, mode, **kwargs) as fh:
-        yield fh
-
-
-def temp_files(folders) -> dict[Path, int]:
-    return {p: p.stat().st_size for folder in folders if folder.is_dir() for p in folder.glob(".*.tmp")}
-
-
-@dataclass
-class Target:
-    """Files one write puts on disk, in the order it writes them, with what was there before (None: nothing)."""
-
-    modules: tuple  # the modules whose atomic_open it writes through
-    write: Callable[[], object]
-    old: dict[Path, bytes | None]
-    loads: Callable[[], str | None] = lambda: None  # what is wrong with the files as behavior reads them back
-    may_vanish: tuple[Path, ...] = ()  # files allowed to be absent midway besides old and new
-    new: dict[Path, bytes] = field(default_factory=dict)
-
-    def restore(self) -> None:
-        for path, data in self.old.items():
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-
-    def learn_new(self) -> Target:
-        """Write once, uninterrupted, to know the new version byte for byte; then put the old one back."""
-        self.restore()
-        self.write()
-        self.new = {path: path.read_bytes() for path in self.old}
-        assert any(self.new[p] != self.old[p] for p in self.old), "the new version must differ from the old"
-        self.restore()
-        return self
-
-    def points(self, cuts: int) -> list[Point]:
-        """Per file: ``cuts`` byte points spread over its whole length (first and last byte included), each event,
-        and a fault midway."""
-        found = []
-        for k, path in enumerate(self.old, start=1):
-            size = len(self.new[path])
-            found += [Point(k, n) for n in sorted({0, 1, size - 1, *(size * i // cuts for i in range(1, cuts))})]
-            found += [Point(k, event) for event in EVENTS] + [Point(k, size // 2, fault=True)]
-        return found
-
-    def mutant_points(self) -> list[Point]:
-        """Enough to catch a break, cheaply: a kill midway through each file, and one just after the first is in
-        place."""
-        return [Point(k, len(self.new[path]) // 2) for k, path in enumerate(self.old, start=1)] + [
-            Point(1, "replaced")]
-
-    def problems(self) -> list[str]:
-        found = []
-        for path in self.old:
-            data = path.read_bytes() if path.exists() else None
-            allowed = {self.old[path], self.new[path], *([None] if path in self.may_vanish else [])}
-            if data not in allowed:
-                found.append(f"{path.name} is neither the old nor the new version "
-                             f"({'absent' if data is None else f'{len(data)} bytes'}; new: {len(self.new[path])})")
-        return found + [why for why in [self.loads()] if why]
-
-    def kill_problems(self, points: list[Point], atomic: bool = True) -> list[str]:
-        """Kill the write at each point and say what is broken on disk afterwards. With ``atomic``, also check that
-        the child died where it was meant to: a byte point leaves that file's temp file exactly that long."""
-        folders = {path.parent for path in self.old}
-        found = []
-        for point in points:
-            self.restore()
-            before = temp_files(folders)
-            outcome = in_child(self.write, arm_atomic(point, self.modules))
-            left = {p: size for p, size in temp_files(folders).items() if p not in before}
-            if atomic:
-                name = list(self.old)[point.file - 1].name
-                if point.fault:
-                    assert outcome in ("raised", "finished") and not left, (point, outcome, left)
-                else:
-                    assert outcome == "killed", (point, outcome)
-                    full = len(self.new[list(self.old)[point.file - 1]])
-                    size = point.at if isinstance(point.at, int) else None if point.at == "replaced" else full
-                    assert [(p.name.startswith(f".{name}."), n) for p, n in left.items()] == (
-                        [] if size is None else [(True, size)]), (point, left)
-            found += [f"{point}: {why}" for why in self.problems()]
-        return found
-
-    def check_next_write(self) -> None:
-        """Temp files the kills left are not cleaned up; the next write goes on beside them and they stay harmless."""
-        folders = {path.parent for path in self.old}
-        left = temp_files(folders)
-        self.restore()
-        self.write()
-        assert {path: path.read_bytes() for path in self.old} == self.new and self.loads() is None
-        assert temp_files(folders) == left
-
-
-def mutate(monkeypatch, modules: tuple) -> None:
-    for module in modules:
-        monkeypatch.setattr(module, "atomic_open", plain_open)
-
-
-def verdict(problems: list[str], mutant: bool) -> None:
-    """No problem under the real code; under the mutant, the same check must find one (it tells the two apart)."""
-    if mutant:
-        assert problems, "the check did not catch the deliberate break"
-    else:
-        assert problems == []
-
 
 ATOMIC_MUTANTS = pytest.mark.parametrize("mutant", [False, True], ids=["atomic_open", "mutant-plain-open"])
 
@@ -265,7 +66,7 @@ def test_a_checkpoint_killed_mid_save_is_the_old_or_the_new_one(tmp_path, monkey
                     {path: path.read_bytes()}, loads).learn_new()
     if mutant:
         mutate(monkeypatch, target.modules)
-    points = target.mutant_points() if mutant else target.points(cuts=16)
+    points = target.mutant_points() if mutant else target.points(cuts=10)
     verdict(target.kill_problems(points, atomic=not mutant), mutant)
     if not mutant:
         target.check_next_write()
@@ -308,7 +109,7 @@ def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, m
         target.learn_new()
     if mutant:
         mutate(monkeypatch, target.modules)
-    points = target.mutant_points() if mutant else target.points(cuts=8 if before == "nothing" else 4)
+    points = target.mutant_points() if mutant else target.points(cuts=4 if before == "nothing" else 2)
     problems = target.kill_problems(points, atomic=not mutant)
     # Under the mutant the torn .npy is on disk, but get still refuses it and rebuilds: load_entry checks the length.
     assert not [why for why in problems if "get" in why]
@@ -322,17 +123,27 @@ def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, m
 REPORT_FILES = ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv", METRICS_FILE)
 
 
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> tuple[tuple, dict[str, bytes], bytes]:
+    """An earlier report and a new one, each drawn once by the real renderer: what makes the new one, the earlier
+    one's files, and the new figure."""
+    root, classes = tmp_path_factory.mktemp("reports"), ["left", "right", "up"]
+    paths, labels = [f"/clips/c{i}.mp4" for i in range(9)], [i % 3 for i in range(9)]
+    for seed, name in enumerate(("old", "new")):
+        write_report(root / name, paths, labels, np.random.default_rng(seed).random((9, 3)), classes)
+    return ((paths, labels, np.random.default_rng(1).random((9, 3)), classes),
+            {name: (root / "old" / name).read_bytes() for name in REPORT_FILES},
+            (root / "new" / "confusion_matrix.png").read_bytes())
+
+
 @pytest.mark.parametrize("mutant", [None, "plain-open", "keeps-old-metrics"])
-def test_a_report_killed_mid_write_leaves_old_or_new_files_and_never_a_mixed_report(tmp_path, monkeypatch, mutant):
+def test_a_report_killed_mid_write_leaves_old_or_new_files_and_never_a_mixed_report(tmp_path, monkeypatch, reports,
+                                                                                    mutant):
     """Each file is the old or the new version; metrics.json parses, and when it is there every file is of the same
     report as it (the earlier report's metrics.json is removed before the first file is replaced)."""
-    out, classes = tmp_path / "run", ["left", "right", "up"]
-    paths, labels = [f"/clips/c{i}.mp4" for i in range(9)], [i % 3 for i in range(9)]
-    old_scores, new_scores = (np.random.default_rng(seed).random((9, 3)) for seed in (0, 1))
-    write_report(tmp_path / "scratch", paths, labels, new_scores, classes)
-    png = (tmp_path / "scratch" / "confusion_matrix.png").read_bytes()
-    write_report(out, paths, labels, old_scores, classes)
-    # The new figure as the real renderer draws it, saved through plots._save, without 0.2 s of drawing per child.
+    (paths, labels, scores, classes), old, png = reports
+    out = tmp_path / "run"
+    # The new figure as the real renderer drew it, saved through plots._save, without 0.2 s of drawing per child.
     drawn = SimpleNamespace(dpi=100, savefig=lambda fh, **kwargs: fh.write(png))
     monkeypatch.setattr(writer_module, "plot_confusion_matrix", lambda *args, **kwargs: plots_module._save(drawn,
                                                                                                         args[2]))
@@ -350,8 +161,8 @@ def test_a_report_killed_mid_write_leaves_old_or_new_files_and_never_a_mixed_rep
         mixed = [p.name for p in files if (p.read_bytes() if p.exists() else None) != version[p]]
         return f"metrics.json beside {', '.join(mixed)} of the other report" if mixed else None
 
-    target = Target((writer_module, plots_module), lambda: write_report(out, paths, labels, new_scores, classes),
-                    {path: path.read_bytes() for path in files}, loads, may_vanish=(out / METRICS_FILE,)).learn_new()
+    target = Target((writer_module, plots_module), lambda: write_report(out, paths, labels, scores, classes),
+                    {path: old[path.name] for path in files}, loads, may_vanish=(out / METRICS_FILE,)).learn_new()
     if mutant == "plain-open":
         mutate(monkeypatch, target.modules)
     elif mutant == "keeps-old-metrics":
@@ -437,3 +248,66 @@ def test_a_predictions_file_cut_at_any_byte_resumes_to_the_uninterrupted_file(tm
     if mutant:
         mutate_resume(monkeypatch, mutant)
     verdict(resume_problems(tmp_path / f"preds{suffix}"), bool(mutant))
+
+
+@pytest.fixture(scope="module")
+def predict_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("predict")
+    for i in range(3):
+        write_video(root / "clips" / f"c{i}.mp4", moving_square_clip(i, seed=i), fps=12)
+    return root / "clips", tiny_checkpoint(root / "tiny.pt", ["left", "right", "up"])
+
+
+@pytest.fixture
+def one_thread():
+    """The killed child and the resuming parent compute alike (the child runs one intra-op thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def killed_predict(settings: PredictSettings, n: int) -> str:
+    """Run predict in a child killed when its output would grow past ``n`` bytes (armed once rows are written)."""
+    def arm() -> None:
+        real_write = PredictionsFile.write
+
+        def write(self, row):
+            limit_file_size(n)
+            real_write(self, row)
+        PredictionsFile.write = write
+    return in_child(lambda: run(settings), arm)
+
+
+@pytest.mark.parametrize("suffix, mutant", [(".csv", None), (".jsonl", None), (".csv", "keeps-torn-row")])
+def test_a_predict_run_killed_mid_row_resumes_to_the_uninterrupted_file(tmp_path, monkeypatch, capsys, predict_inputs,
+                                                                        one_thread, suffix, mutant):
+    """The real command, killed by the kernel at byte n of its output, then run again: the same file as a run that
+    was never killed, and only the clips not yet whole in it classified again."""
+    clips, checkpoint = predict_inputs
+
+    def settings(out: Path) -> PredictSettings:
+        return predict_cfg(checkpoint=str(checkpoint), input=str(clips), output=str(out))
+
+    run(settings(tmp_path / f"whole{suffix}"))
+    whole = (tmp_path / f"whole{suffix}").read_bytes()
+    ends = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")][-3:]  # where each of the 3 rows ends
+    # Midway through the first row, between the first two (nothing torn), one byte into the last, all but its last.
+    cuts = [ends[0] - 40, ends[0], ends[1] + 1, ends[2] - 1] if suffix == ".csv" else [ends[0] - 40, ends[1] - 1]
+    if mutant:
+        mutate_resume(monkeypatch, mutant)
+        cuts = cuts[:1]
+    problems = []
+    for n in cuts:
+        out = tmp_path / f"cut{n}{suffix}"
+        assert killed_predict(settings(out), n) == "killed" and out.stat().st_size == n
+        capsys.readouterr()
+        counts = run(settings(out))
+        said, done = capsys.readouterr().out, sum(end <= n for end in ends)
+        if f"{done} already in {out.name}, {3 - done} to classify" not in said or counts["ok"] != 3 - done:
+            problems.append(f"cut at {n}: {said.splitlines()[0]}; {counts['ok']} classified")
+        if ("a row torn by an earlier crash was cut off" in said) == (n in ends):
+            problems.append(f"cut at {n}: the torn row is {'not ' if n not in ends else ''}said")
+        if out.read_bytes() != whole:
+            problems.append(f"cut at {n}: the resumed file is not the uninterrupted one")
+    verdict(problems, bool(mutant))
