@@ -29,11 +29,11 @@ from behavior.engine.checkpoint import read_checkpoint, write_checkpoint
 from behavior.errors import DataError
 from behavior.models import build_model
 from behavior.predict.batch import PredictSettings, run
-from behavior.predict.predictions import PredictionsFile, columns_for
+from behavior.predict.predictions import PROVENANCE_SUFFIX, PredictionsFile, columns_for, provenance_path
 from behavior.report.writer import METRICS_FILE, write_report
 from behavior.video.writer import write_video
 from tests.conftest import moving_square_clip
-from tests.crash import Target, in_child, limit_file_size, mutate, verdict
+from tests.crash import KILLED, Target, in_child, limit_file_size, mutate, verdict
 from tests.helpers import tiny_checkpoint, tiny_recipe
 from tests.test_predict import predict_cfg
 
@@ -267,15 +267,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def killed_predict(settings: PredictSettings, n: int) -> str:
-    """Run predict in a child killed when its output would grow past ``n`` bytes (armed once rows are written)."""
+def killed_predict(settings: PredictSettings, n: int | None) -> str:
+    """Run predict in a child killed when its output would grow past ``n`` bytes (armed once rows are written), or
+    with None, just before it puts the output's provenance record in place (the output then holds its header only)."""
     def arm() -> None:
-        real_write = PredictionsFile.write
+        real_write, real_replace = PredictionsFile.write, os.replace
 
         def write(self, row):
             limit_file_size(n)
             real_write(self, row)
-        PredictionsFile.write = write
+
+        def replace(src, dst):
+            if str(dst).endswith(PROVENANCE_SUFFIX):
+                os._exit(KILLED)
+            real_replace(src, dst)
+        if n is None:
+            os.replace = replace
+        else:
+            PredictionsFile.write = write
     return in_child(lambda: run(settings), arm)
 
 
@@ -291,23 +300,29 @@ def test_a_predict_run_killed_mid_row_resumes_to_the_uninterrupted_file(tmp_path
 
     run(settings(tmp_path / f"whole{suffix}"))
     whole = (tmp_path / f"whole{suffix}").read_bytes()
-    ends = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")][-3:]  # where each of the 3 rows ends
-    # Midway through the first row, between the first two (nothing torn), one byte into the last, all but its last.
-    cuts = [ends[0] - 40, ends[0], ends[1] + 1, ends[2] - 1] if suffix == ".csv" else [ends[0] - 40, ends[1] - 1]
+    record = json.loads(provenance_path(tmp_path / f"whole{suffix}").read_text())["checkpoint"]
+    lines = [i + 1 for i, byte in enumerate(whole) if byte == ord("\n")]
+    start, ends = ([0] + lines)[-4], lines[-3:]  # where the rows start (after the CSV header) and where each ends
+    # Before the provenance record, midway through the first row, between the first two (nothing torn), one byte into
+    # the last row, all of it but its last byte.
+    cuts = [None, ends[0] - 40, ends[0], ends[1] + 1, ends[2] - 1] if suffix == ".csv" else [None, ends[1] - 1]
     if mutant:
         mutate_resume(monkeypatch, mutant)
-        cuts = cuts[:1]
+        cuts = [ends[0] - 40]
     problems = []
     for n in cuts:
         out = tmp_path / f"cut{n}{suffix}"
-        assert killed_predict(settings(out), n) == "killed" and out.stat().st_size == n
+        assert killed_predict(settings(out), n) == "killed" and out.stat().st_size == (start if n is None else n)
         capsys.readouterr()
         counts = run(settings(out))
-        said, done = capsys.readouterr().out, sum(end <= n for end in ends)
+        said, done = capsys.readouterr().out, sum(end <= (n or 0) for end in ends)
         if f"{done} already in {out.name}, {3 - done} to classify" not in said or counts["ok"] != 3 - done:
             problems.append(f"cut at {n}: {said.splitlines()[0]}; {counts['ok']} classified")
-        if ("a row torn by an earlier crash was cut off" in said) == (n in ends):
-            problems.append(f"cut at {n}: the torn row is {'not ' if n not in ends else ''}said")
+        torn = n not in [None, *ends]
+        if ("a row torn by an earlier crash was cut off" in said) != torn:
+            problems.append(f"cut at {n}: {'no torn row is said' if torn else 'a torn row is said'}")
         if out.read_bytes() != whole:
             problems.append(f"cut at {n}: the resumed file is not the uninterrupted one")
+        if json.loads(provenance_path(out).read_text())["checkpoint"] != record:
+            problems.append(f"cut at {n}: the provenance record does not name the checkpoint")
     verdict(problems, bool(mutant))
