@@ -86,7 +86,8 @@ def cached_clip(tmp_path_factory):
 def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, monkeypatch, cached_clip, before,
                                                                       mutant):
     """First written, or rewritten over a torn .npy (which load_entry refuses, so the entry is rebuilt). A kill
-    between the sidecar and the .npy leaves a sidecar alone: the next get decodes and stores the entry."""
+    between the sidecar and the .npy leaves a sidecar alone (never an .npy without one): the next get decodes and
+    stores the entry."""
     clip, settings, frames = cached_clip
     cache = ClipCache(tmp_path / "cache", settings)
     npy = cache.entry(clip)
@@ -97,6 +98,8 @@ def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, m
         ClipCache(cache.root, settings).get(clip)
 
     def loads() -> str | None:
+        if npy.exists() and not sidecar.exists():
+            return "an .npy without the sidecar naming its clip"
         got = ClipCache(cache.root, settings).get(clip)  # decodes (really) and stores when the entry is not whole
         if not np.array_equal(np.asarray(got), frames):
             return "get returned other frames"
