@@ -190,8 +190,8 @@ def prediction_rows(columns: list[str]) -> list[dict]:
     return rows
 
 
-def resume_problems(path: Path, cuts: range | None = None) -> list[str]:
-    """Write a small predictions file; then, for each cut, leave only its first ``cut`` bytes, resume it as predict
+def resume_problems(path: Path) -> list[str]:
+    """Write a small predictions file; then, for each byte offset, leave only the bytes before it, resume it as predict
     does (open, skip the rows done, append the others) and say what differs from the uninterrupted file."""
     columns = columns_for(2)
     rows = prediction_rows(columns)
@@ -203,7 +203,7 @@ def resume_problems(path: Path, cuts: range | None = None) -> list[str]:
     out.close()
     whole = path.read_bytes()
     problems = []
-    for cut in cuts or range(len(whole) + 1):
+    for cut in range(len(whole) + 1):
         path.write_bytes(whole[:cut])
         whole_rows = sum(end <= cut for end in ends[1:])
         try:
