@@ -262,7 +262,8 @@ class PredictionsFile:
             self.done.add(record["path"])
             offset += len(line) + 1
         tail = lines[-1]
-        if tail and offset == 0 and not tail.startswith('{"path": '):
+        start = '{"path": '  # how our rows begin: a kill may have left only its first bytes, as with the CSV header
+        if tail and offset == 0 and not (tail.startswith(start) or start.startswith(tail)):
             raise self._refuse(tail)  # one line, no newline, and not the start of our row: not ours
         return len(text[:offset].encode(*ENCODING))
 

@@ -9,10 +9,10 @@ Files written by write_report into out_dir:
                         true/pred are class NAMES; score is the probability of the predicted class;
                         correct is 1/0. Probabilities are the scores as given when every row already
                         sums to ~1 within [0, 1], otherwise a row softmax of the scores (logits).
-  metrics.json          compute_metrics(...) + split + class_names + provenance + extra -- written LAST, so its
-                        presence means the whole report is complete. provenance: {version, git_commit,
-                        git_dirty, checkpoint, checkpoint_sha256} (behavior/provenance.py; nulls where unknown or
-                        when no checkpoint is involved).
+  metrics.json          compute_metrics(...) + split + class_names + provenance + extra -- written LAST (an
+                        earlier report's is removed first), so its presence means the whole report is complete.
+                        provenance: {version, git_commit, git_dirty, checkpoint, checkpoint_sha256}
+                        (behavior/provenance.py; nulls where unknown or when no checkpoint is involved).
 Every file goes through a temp file + os.replace, so a crash never leaves a half-written file.
 """
 
@@ -116,6 +116,9 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier report's metrics.json goes first: a kill midway must not leave it beside files of this report, as if
+    # the folder held one whole report.
+    (out / METRICS_FILE).unlink(missing_ok=True)
 
     rows = per_class_rows(y, y_pred, names)
     atomic_write_text(
