@@ -16,6 +16,8 @@ from behavior.export import ExportSettings, export
 from behavior.models import build_model
 from behavior.predict.batch import run as predict
 from behavior.recipe import compose_recipe
+from behavior.video.writer import write_video
+from tests.conftest import moving_square_clip
 from tests.helpers import TINY_MODEL, command_config, run_main, tiny_checkpoint
 from tests.test_predict import CLASSES, mixed, predict_cfg, read_rows  # noqa: F401 (mixed: a fixture)
 
@@ -167,3 +169,18 @@ def test_an_existing_output_is_never_overwritten_and_a_failed_check_writes_nothi
     code, _, err = run_main("behavior.export", f"checkpoint={checkpoint}", f"output={strict}", "tolerance=1e-30")
     assert code == 2 and "differ from the checkpoint's by up to" in err and "nothing written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
+
+
+def test_live_mode_with_the_export_gives_the_checkpoints_labels(exported, tmp_path, capsys):
+    from behavior.live.session import run as live
+    from tests.test_live import live_cfg
+
+    checkpoint, onnx_file, _ = exported
+    source = write_video(tmp_path / "source.mp4", moving_square_clip(1, seed=4, num_frames=30), fps=15)
+    labels = {}
+    for model in (checkpoint, onnx_file):
+        labels[model.suffix] = live(live_cfg(checkpoint=str(model), source=str(source), stride=5)).labels
+    assert len(labels[".pt"]) == 6
+    assert [(i, label) for i, label, _ in labels[".onnx"]] == [(i, label) for i, label, _ in labels[".pt"]]
+    assert all(abs(a[2] - b[2]) <= TOLERANCE for a, b in zip(labels[".onnx"], labels[".pt"], strict=True))
+    assert "this model gives no attention maps (an exported model" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -241,6 +242,9 @@ def run(cfg: LiveSettings) -> LiveStats:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None
     worker = StreamClassifier(classifier, cfg.heatmap, detect_every=cfg.detect_every)
+    if cfg.heatmap and not worker.heatmap:
+        print("warning: heatmap=true, but this model gives no attention maps (an exported model, or one without "
+              "spatial attention): labels are drawn without a heatmap", file=sys.stderr, flush=True)
     try:
         print(f"live: {source.name} at {fps:g} fps; {len(classifier.class_names)} classes; roi="
               f"{classifier.pipeline.roi.kind}; a label every {cfg.stride} frames from the last {cfg.window:g}s"
