@@ -135,6 +135,14 @@ def test_bad_exports_are_one_line(exported, tmp_path):
     bad_pt2.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="not a torch.export archive"):
         load_any_model(bad_pt2, CPU)
+    # Through the command: one line, exit 2, no output file.
+    clip = write_video(tmp_path / "clip.mp4", moving_square_clip(0, seed=0), fps=12)
+    code, _, err = run_main("behavior.predict", f"checkpoint={stripped}", f"input={clip}",
+                            f"output={tmp_path / 'p.csv'}", "progress=false")
+    assert code == 2 and err.strip().splitlines() == [f"error: checkpoint={stripped}: has no behavior metadata "
+                                                      "(not written by python -m behavior.export); export a "
+                                                      "training run's best.pt with behavior.export"]
+    assert not (tmp_path / "p.csv").exists()
 
 
 def _without_metadata(source, target):
