@@ -60,6 +60,7 @@ def _to_numpy(batch) -> np.ndarray:
 
 class DecordReader(VideoReader):
     backend = "decord"
+    scales_on_decode = True  # with limit_short_side, decord's own filter graph scales each frame as it decodes
 
     def __init__(self, path: str | os.PathLike, scan: Scan | None = None):
         self._decord = load_decord()
@@ -74,17 +75,26 @@ class DecordReader(VideoReader):
         state["_decord"] = None  # modules do not pickle; reloaded on first use in the worker
         return state
 
+    def limit_short_side(self, limit: int | None) -> VideoReader:
+        size = self.frame_size
+        super().limit_short_side(limit)
+        if self.frame_size != size:
+            self._drop_handle()  # decord scales while decoding: an open reader decodes at the old size
+        return self
+
     def _reader(self):
         if self._handle is None:
             decord = self._decord or load_decord()
             self._decord = decord
+            # Sizes after the display rotation, as decord takes them; -1 (the clip's own) unless limit_short_side.
+            height, width = self.frame_size if self.frame_size != (self.meta.height, self.meta.width) else (-1, -1)
             # One decoder thread: readers usually run inside DataLoader workers, one per core already.
-            reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+            reader = decord.VideoReader(self.path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
             self._count = min(self.meta.num_frames, len(reader))
             # For some frame widths (e.g. 48, 72) decord hands out RGB rows padded to a wider line and a
             # bogus [H, W, 4] shape; get_batch then fails its size check. Look at one frame to know.
             shape = tuple(reader.next().shape)
-            self._padded = shape != (self.meta.height, self.meta.width, 3)
+            self._padded = shape != (*self.frame_size, 3)
             reader.seek(0)
             self._handle = reader
         return self._handle
@@ -138,7 +148,7 @@ class DecordReader(VideoReader):
         return judge_decode(self.path, self.meta, self.scan.promised, self.meta.num_frames, [])
 
     def _unpad(self, frame: np.ndarray) -> np.ndarray:
-        height, width = self.meta.height, self.meta.width
+        height, width = self.frame_size
         if frame.shape == (height, width, 3):
             return frame
         rows = frame.reshape(height, -1) if frame.size % height == 0 else None
