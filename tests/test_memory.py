@@ -43,9 +43,9 @@ MUTANTS = {"pyav": OPS, "decord": ("prescan", "predict"), "torchcodec": ("predic
 def budget(backend: str, op: str) -> int:
     if op == "predict":
         return SAMPLED * UHD_FRAME  # the sampled frames held at full size, before any transform
-    # decord's decoder thread decodes ahead of the frames asked for while the reading thread waits for a core: each
-    # read is bounded (DecordReader._drop_lookahead), but on a machine running 3x more threads than cores a read
-    # peaked at 73 MB (20 MB otherwise).
+    # decord's decoder thread decodes ahead of the frames asked for while the reading thread waits for a core: what
+    # piles up is dropped after every read (DecordReader._drop_lookahead), but within a read it depends on the load.
+    # With four busy processes on two cores the pre-scan once peaked at 73 MiB (7-14 MiB otherwise).
     return WHOLE_CLIP // (2 if backend == "decord" else 4)
 
 
@@ -62,14 +62,22 @@ def write_long_clip(path: Path) -> Path:
     return path
 
 
+def write_uhd_clip(path: Path) -> Path:
+    """A 4K clip with as many frames as predict samples, so each sampled frame is a different one."""
+    with VideoWriter(path, 3840, 2160, fps=25, codec="mpeg4") as writer:
+        for t in range(SAMPLED):
+            frame = np.zeros((2160, 3840, 3), np.uint8)
+            frame[1000:1200, 400 * t:400 * t + 200] = 255
+            writer.write(frame)
+    return path
+
+
 @pytest.fixture(scope="module")
 def peaks(tmp_path_factory) -> dict[str, dict]:
     """Probe every backend that loads here (side by side, one process each); backend -> case -> measurement."""
     root = tmp_path_factory.mktemp("memory")
-    uhd = np.zeros((2, 2160, 3840, 3), np.uint8)
-    uhd[:, 1000:1200, 1800:2000] = 255
     small = (np.random.default_rng(0).random((24, 64, 64, 3)) * 255).astype(np.uint8)
-    clips = {"long": write_long_clip(root / "long.mp4"), "uhd": write_video(root / "uhd.mp4", uhd, 25, "mpeg4"),
+    clips = {"long": write_long_clip(root / "long.mp4"), "uhd": write_uhd_clip(root / "uhd.mp4"),
              "small": write_video(root / "small.mp4", small, 25, "mpeg4")}
     checkpoint = tiny_checkpoint(root / "tiny.pt", ["a", "b"], tiny_recipe(f"sampling.num_frames={SAMPLED}"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": "1"}
