@@ -210,6 +210,23 @@ def test_odd_widths_and_rotation(tmp_path):
         assert max_diff(got, np.rot90(stored[[0, 5]], 1, axes=(1, 2))) <= 2, backend
 
 
+def test_frames_shrunk_on_decode_agree_across_backends(tmp_path):
+    """max_short_side: PyAV and decord scale each frame while decoding, torchcodec one frame at a time after; an odd
+    width and a display rotation give all three the same picture."""
+    frames = make_frames(t=6, h=130, w=72)
+    plain = write_video(tmp_path / "w72.mp4", frames)
+    rotated = write_gop_clip(tmp_path / "rot.mp4", frames, "libx264", "keyint=4", rotation=90)
+    for path, size in ((plain, (87, 48)), (rotated, (48, 87))):
+        got = {}
+        for backend in BACKENDS:
+            with open_video(path, backend, max_short_side=48) as reader:
+                got[backend] = reader.get_frames([5, 0, 0]).numpy().astype(int)
+            assert got[backend].shape == (3, *size, 3), backend
+        for backend in ("decord", "torchcodec"):
+            assert np.abs(got[backend] - got["pyav"]).mean() < 4, (path.name, backend)
+        assert (got["pyav"][1] == got["pyav"][2]).all()
+
+
 def _patch_mp4_sample_count(path: Path, extra: int) -> None:
     """Make the stts box claim ``extra`` more frames than the file holds (a lying header)."""
     data = bytearray(path.read_bytes())

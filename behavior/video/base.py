@@ -16,6 +16,7 @@ from behavior.config import check_choice
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
 
 BACKENDS = ("pyav", "decord", "torchcodec")
+SHRINK_CHUNK = 1  # full-size frames decoded at once by a backend that shrinks after decoding (torchcodec)
 
 # Decoders inherited through fork. Freeing one in the child deadlocks (FFmpeg waits for the parent's
 # decoder threads, which do not exist there), so the child keeps them referenced until it exits.
@@ -69,10 +70,12 @@ def fit_short_side(height: int, width: int, limit: int | None) -> tuple[int, int
 
 
 def shrink_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` resized to ``size`` with antialiasing (for backends that cannot scale on decode)."""
-    x = frames.permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    """uint8 ``[T, H, W, 3]`` resized to ``size`` with antialiasing (for backends that cannot scale on decode).
+
+    Resized as uint8, as torchvision resizes uint8 clips: no float copy four times the size of the frames."""
+    x = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=size, mode="bilinear", antialias=True,
+                                        align_corners=False)
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def describe(exc: BaseException) -> str:
@@ -110,6 +113,7 @@ class VideoReader(abc.ABC):
     """
 
     backend: str = ""
+    scales_on_decode = False  # True: _read itself returns frames of ``frame_size`` (PyAV scales while converting)
 
     def __init__(self, path: str | os.PathLike, meta: VideoMeta):
         self.path = os.fspath(path)
@@ -122,8 +126,8 @@ class VideoReader(abc.ABC):
     def limit_short_side(self, limit: int | None) -> VideoReader:
         """Return frames scaled down so their shorter side is at most ``limit`` (None: full size).
 
-        PyAV scales each frame as it is decoded, so a 1080p clip never sits in memory at full size; the
-        other backends decode at full size and shrink each ``get_frames`` result.
+        PyAV and decord scale each frame as it is decoded, so a 1080p clip never sits in memory at full size;
+        torchcodec decodes at full size and shrinks SHRINK_CHUNK frames at a time.
         """
         self.frame_size = fit_short_side(self.meta.height, self.meta.width, limit)
         return self
@@ -155,20 +159,32 @@ class VideoReader(abc.ABC):
         if not wanted:
             return torch.empty((0, *self.frame_size, 3), dtype=torch.uint8)
         try:
-            out = self._read(wanted)
+            out = self._read(wanted) if self.scales_on_decode else self._read_shrunk(wanted)
         except (VideoDecodeError, DecoderUnavailableError):
             raise
         except Exception as exc:  # any backend failure on a bad file becomes one error type
             self._drop_handle()
             raise VideoDecodeError(self.path, f"decode failed ({describe(exc)})") from exc
-        full = (self.meta.height, self.meta.width)
-        if self.frame_size != full and out.ndim == 4 and tuple(out.shape[1:3]) == full:
-            out = shrink_frames(out, self.frame_size)
         expected = (len(wanted), *self.frame_size, 3)
         if tuple(out.shape) != expected or out.dtype != torch.uint8:
             raise VideoDecodeError(self.path, f"backend {self.backend} returned {out.dtype} "
                                               f"{tuple(out.shape)}, expected uint8 {expected}")
         return out
+
+    def _read_shrunk(self, wanted: list[int]) -> torch.Tensor:
+        """``_read`` for a backend that decodes at full size: with ``limit_short_side`` the frames are read and shrunk
+        SHRINK_CHUNK at a time, so a 4K clip never has more than that many full-size frames in memory."""
+        full = (self.meta.height, self.meta.width)
+        if self.frame_size == full:
+            return self._read(wanted)
+        unique = sorted(set(wanted))
+        parts = []
+        for start in range(0, len(unique), SHRINK_CHUNK):
+            part = self._read(unique[start:start + SHRINK_CHUNK])
+            parts.append(shrink_frames(part, self.frame_size) if part.ndim == 4 and tuple(part.shape[1:3]) == full
+                         else part)
+        position = {index: k for k, index in enumerate(unique)}
+        return torch.cat(parts)[[position[i] for i in wanted]]
 
     def verify(self, chunk: int = 16) -> int:
         """Decode every frame once; return how many decode, or raise VideoDecodeError (truncated, corrupt)."""

@@ -240,6 +240,7 @@ class PyAVReader(VideoReader):
     """Decodes forward from the nearest keyframe and keeps only the requested frames."""
 
     backend = "pyav"
+    scales_on_decode = True
 
     def __init__(self, path: str | os.PathLike, scan: Scan | None = None):
         scan = scan or scan_video(path)
