@@ -141,6 +141,38 @@ def test_interrupting_leaves_a_playable_file(files, tmp_path):
         reader.get_frames([0, written - 1])
 
 
+def test_sigterm_stops_like_ctrl_c_keeping_every_frame_read(files, tmp_path, monkeypatch):
+    """What a service manager's `kill` does: in this process, run() turns SIGTERM into the Ctrl-C path."""
+    from behavior.live.worker import StreamClassifier
+
+    classify, jobs = StreamClassifier.classify, []
+
+    def classify_then_terminate(self, job):
+        jobs.append(job.index)
+        if len(jobs) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, mid-stream
+        return classify(self, job)
+
+    ignored = []  # where SIGTERM lands if run() installs no handler of its own (instead of killing pytest)
+
+    def ours(*_):
+        ignored.append(True)
+
+    monkeypatch.setattr(StreamClassifier, "classify", classify_then_terminate)
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        output = tmp_path / "terminated.mp4"
+        stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(files["source"]), output=str(output),
+                             stride=5, window=1.0))
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert restored is ours  # the caller's handler is given back
+    assert not ignored and stats.stopped == "interrupted"
+    with open_video(output) as reader:
+        assert 0 < len(reader) == stats.frames < 45  # every frame read before SIGTERM, and only those
+
+
 @pytest.mark.slow
 def test_a_killed_run_still_leaves_a_playable_file(files, tmp_path):
     output = tmp_path / "killed.mp4"

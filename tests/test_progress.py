@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +13,8 @@ import torch
 from behavior import progress
 from behavior.engine import evaluation
 from behavior.progress import Progress
-from tests.conftest import make_clip_tree
-from tests.helpers import TINY, run_module
+from tests.conftest import REPO, make_clip_tree
+from tests.helpers import TINY
 
 
 def test_off_a_terminal_a_counted_task_prints_a_line_every_tenth(capsys, monkeypatch):
@@ -72,8 +75,16 @@ def test_the_evaluation_bar_says_what_it_does_not_the_split_name(monkeypatch, sp
 @pytest.mark.slow
 def test_a_training_log_has_no_carriage_returns(tmp_path):
     root = make_clip_tree(tmp_path / "clips", per_class=4)
-    proc = run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={tmp_path / 'run'}", "trainer.epochs=2",
-                      *[o for o in TINY if not o.startswith("trainer.progress")])
-    log = proc.stdout + proc.stderr
-    assert "\r" not in log
+    # Into a file, as `python -m behavior.train ... > run.log 2>&1` writes it: its bytes, not a text-mode read,
+    # which would turn every carriage return into a newline.
+    with open(tmp_path / "run.log", "wb") as log_file:
+        proc = subprocess.run([sys.executable, "-m", "behavior.train", f"data.root={root}",
+                               f"hydra.run.dir={tmp_path / 'run'}", "trainer.epochs=2", "data.cache=null",
+                               *[o for o in TINY if not o.startswith("trainer.progress")]], cwd=REPO,
+                              env={**os.environ, "OMP_NUM_THREADS": "2"}, stdout=log_file, stderr=subprocess.STDOUT,
+                              timeout=300)
+    raw = (tmp_path / "run.log").read_bytes()
+    assert proc.returncode == 0, raw[-3000:]
+    assert b"\r" not in raw
+    log = raw.decode()
     assert "scan clips: 12/12 clips (100%)" in log and log.count("epoch ") >= 2
