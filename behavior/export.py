@@ -66,24 +66,31 @@ def score_difference(model: torch.nn.Module, exported: torch.nn.Module, shapes: 
     return worst
 
 
-def export_checked(cfg: ExportSettings, model: torch.nn.Module, checkpoint, record: dict, temp: Path) -> tuple:
-    """Export into ``temp`` and compare it with ``model``: ``(dynamic frames, clip batch shapes, difference)``.
+def runs_on(exported: torch.nn.Module, shape: tuple[int, ...]) -> bool:
+    try:
+        with torch.no_grad():
+            exported(torch.zeros(shape))
+        return True
+    except Exception:  # noqa: BLE001 - ONNX Runtime and torch's shape guards raise their own kinds
+        return False
+
+
+def export_checked(cfg: ExportSettings, model: torch.nn.Module, checkpoint, record: dict,
+                   temp: Path) -> tuple[bool, list[tuple[int, ...]], float]:
+    """Export into ``temp`` and compare it with ``model``: whether the frames are dynamic, the clip batch shapes
+    compared, and the largest score difference.
 
     An export whose frames came out dynamic but that refuses another clip length (a guard the exporter kept) is
     made again with the frames fixed."""
     exporter = EXPORTERS[cfg.format]
-    shapes = [input_shape(checkpoint, 1), input_shape(checkpoint, 3)]
     longer = input_shape(checkpoint, 2, 2 * checkpoint.recipe.sampling.num_frames)
     for frames in (True, False):
         dynamic = exporter(model, torch.zeros(input_shape(checkpoint, batch=2)), temp, record, frames)
         exported, _ = load_any_model(temp, CPU, key="output")
-        if dynamic:
-            try:
-                score_difference(model, exported, [longer])
-            except Exception:  # noqa: BLE001 - ONNX Runtime and torch's guards raise their own kinds
-                continue
-        return dynamic, shapes + [longer] * dynamic, score_difference(model, exported, shapes + [longer] * dynamic)
-    raise AssertionError("unreachable: the fixed-frames export is always kept")
+        if not dynamic or runs_on(exported, longer):
+            break
+    shapes = [input_shape(checkpoint, 1), input_shape(checkpoint, 3), *([longer] if dynamic else [])]
+    return dynamic, shapes, score_difference(model, exported, shapes)
 
 
 def export(cfg: ExportSettings) -> Path:

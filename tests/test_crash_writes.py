@@ -93,9 +93,10 @@ def test_a_cache_entry_killed_mid_write_gives_the_right_frames_after(tmp_path, m
     npy = cache.entry(clip)
     sidecar = npy.with_suffix(".json")
 
-    def write() -> None:
-        cache_module.decode_pool = lambda *args, **kwargs: frames  # in the child only: no decoding there
-        ClipCache(cache.root, settings).get(clip)
+    def write() -> None:  # the writes never decode (the children inherit the patch); loads() decodes for real
+        with monkeypatch.context() as patch:
+            patch.setattr(cache_module, "decode_pool", lambda *args, **kwargs: frames)
+            ClipCache(cache.root, settings).get(clip)
 
     def loads() -> str | None:
         if npy.exists() and not sidecar.exists():
