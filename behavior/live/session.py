@@ -165,12 +165,26 @@ def prints_labels(writing: bool, display: Display | None) -> bool:
     return not writing and (display is None or not display.kind)
 
 
-def _stop_on_sigterm(*_) -> None:
-    raise KeyboardInterrupt
+class StopRequest:
+    """A signal handler for Ctrl-C and SIGTERM that asks the reading loop to stop after the frame in hand.
+
+    Raising from the handler (Python's default for Ctrl-C) could land between reading a frame and writing it, losing
+    frames already read; the loop checks ``asked`` once per frame instead. A second signal raises
+    KeyboardInterrupt, for a source that blocks and never delivers the next frame."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self, *_) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("stopping: the frames read so far are finished and written (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
 
 
 def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps: float, writer: VideoWriter | None,
-           display: Display | None) -> LiveStats:
+           display: Display | None, stop: StopRequest | None = None) -> LiveStats:
     """The reading loop: buffer, submit, write what is ready; returns the counts for the summary."""
     window = max(1, round(cfg.window * fps))
     ring: deque[np.ndarray] = deque(maxlen=window)
@@ -216,6 +230,9 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps
                 break
             if cfg.max_frames and stats.frames >= cfg.max_frames:
                 break
+            if stop is not None and stop.asked:
+                stats.stopped = "interrupted"
+                break
     except KeyboardInterrupt:
         stats.stopped = "interrupted"
     if source.problem:
@@ -228,6 +245,9 @@ def stream(source: FrameSource, worker: StreamClassifier, cfg: LiveSettings, fps
     return stats
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run(cfg: LiveSettings) -> LiveStats:
     device = device_of(cfg.device)
     threads = max(1, (os.cpu_count() or 2) - 1) if cfg.threads == "auto" else cfg.threads
@@ -238,9 +258,10 @@ def run(cfg: LiveSettings) -> LiveStats:
     fps = float(cfg.fps or source.fps or DEFAULT_FPS)  # some cameras report 0 (or nonsense): fps= overrides
     display = Display(f"behavior.live: {source.name}", writing=cfg.output is not None) if cfg.show else None
     writer = None
-    # SIGTERM (a service manager, `kill`) finalizes the video like Ctrl-C; only the main thread may set handlers.
+    # Ctrl-C and SIGTERM (a service manager, `kill`) finalize the video; only the main thread may set handlers.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None
+    stop = StopRequest() if main_thread else None
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS} if main_thread else {}
     worker = StreamClassifier(classifier, cfg.heatmap, detect_every=cfg.detect_every)
     if cfg.heatmap and not worker.heatmap:
         print("warning: heatmap=true, but this model gives no attention maps (an exported model, or one without "
@@ -261,7 +282,7 @@ def run(cfg: LiveSettings) -> LiveStats:
                                  fragmented=cfg.output.suffix.lower() == ".mp4",
                                  keyframe_every=max(1, round(2 * fps)))
         source.frames = _prepend(first, frames)
-        stats = stream(source, worker, cfg, fps, writer, display)
+        stats = stream(source, worker, cfg, fps, writer, display, stop)
     finally:
         worker.close()
         if writer is not None:
@@ -269,8 +290,8 @@ def run(cfg: LiveSettings) -> LiveStats:
         if display is not None:
             display.close()
         source.close()
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         torch.set_num_threads(previous_threads)  # a notebook or test calling run() gets its threads back
     print(stats.summary(fps), flush=True)
     if writer is not None:
