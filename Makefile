@@ -2,11 +2,14 @@
 #   make train   create .venv with the pinned stack if missing, then train on the built-in synthetic set
 #   make test    the same set-up, then ruff and the test suite
 # Extra training options: make train ARGS="model=r3d_18 trainer.epochs=5"
+# The suite runs in TEST_WORKERS processes (pytest-xdist; 2 by default, the cores CI has; TEST_WORKERS=0 runs it in
+# one process).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_WORKERS ?= 2
 
 .PHONY: train test lint system-deps clean-data
 
@@ -33,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check behavior tests
 
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 clean-data:
 	rm -rf data/synthetic

@@ -192,3 +192,24 @@ def test_live_mode_with_the_export_gives_the_checkpoints_labels(exported, tmp_pa
     assert [(i, label) for i, label, _ in labels[".onnx"]] == [(i, label) for i, label, _ in labels[".pt"]]
     assert all(abs(a[2] - b[2]) <= TOLERANCE for a, b in zip(labels[".onnx"], labels[".pt"], strict=True))
     assert "this model gives no attention maps (an exported model" in capsys.readouterr().err
+
+
+class Payload:
+    """Stands for code hidden in a file: unpickling it would call __reduce__'s function."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_pt2_is_read_with_tensors_only():
+    import io
+    import pickle
+
+    from behavior.deploy.runtime import _tensors_only
+
+    buffer, plain_load = io.BytesIO(), torch.load
+    torch.save({"w": torch.zeros(2), "hidden": Payload()}, buffer)
+    # torch.export.load retries a refused weights-only load with weights_only=False; inside, that retry is refused too.
+    with _tensors_only(), pytest.raises(pickle.UnpicklingError):
+        torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    assert torch.load is plain_load  # given back
