@@ -59,7 +59,8 @@ def test_evaluate_help(helps):
 def test_predict_help(helps):
     table = rows(helps["predict"])
     assert helps["predict"].startswith("usage: python -m behavior.predict checkpoint=PATH input=DIR_OR_FILE")
-    assert table["checkpoint=null"] == "a behavior.train checkpoint (best.pt)"
+    assert table["checkpoint=null"] == "a behavior.train checkpoint (best.pt), or its export (.onnx: ONNX Runtime; " \
+        ".pt2: torch)"
     assert table["extensions=[.mp4, .avi, .mkv, .mov, .webm, .m4v, .mpg, .mpeg, .wmv, .flv, .ts]"] == \
         "files searched for under a folder"
     # a comment continued on the comment-only lines under it
