@@ -1,0 +1,102 @@
+"""How fast window mode reads a long recording, per container, beside FFmpeg decoding the same file.
+
+    python -m behavior.predict.window_speed [--seconds 100 400] [--containers mp4 mkv] [--window 2] [--stride 1]
+
+For each length a 640x360, 25 fps H.264 recording is made (surveillance_fight clips joined, or generated frames when
+they are absent; the live benchmark's source) and remuxed into each container without re-encoding, so every
+container holds the same stream. ``python -m behavior.predict`` then runs in window mode on it in a fresh process
+with the default recipe's untrained BehaviorNet (speed does not depend on the weights). Printed per recording: wall
+time, real-time factor (recording length / wall time), the process's peak resident memory, and the time of
+``ffmpeg -i FILE -f null -`` (decoding only, the floor for any reader). Two lengths show how the time grows: linear
+growth gives a time ratio equal to the length ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+from behavior.live.speed import FPS, default_checkpoint, make_source
+
+
+def remux(source: Path, target: Path) -> Path:
+    """The same packets in another container (no re-encoding)."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target
+
+
+def ffmpeg_seconds(path: Path) -> float | None:
+    """Wall time of FFmpeg decoding every frame and discarding it, or None without an ffmpeg binary."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    start = time.perf_counter()
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-f", "null", "-"], check=True)
+    return time.perf_counter() - start
+
+
+def predict_window_mode(checkpoint: Path, video: Path, output: Path, window: float,
+                        stride: float) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of one ``behavior.predict`` process in window mode."""
+    command = [sys.executable, "-m", "behavior.predict", f"checkpoint={checkpoint}", f"input={video}",
+               f"output={output}", f"predict.window={window}", f"predict.stride={stride}", "progress=false"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone: its peak RSS
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"behavior.predict failed on {video} (exit {os.waitstatus_to_exitcode(status)})")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, nargs="+", default=[100.0, 400.0], help="recording lengths")
+    parser.add_argument("--containers", nargs="+", default=["mp4", "mkv"], help="containers to compare")
+    parser.add_argument("--window", type=float, default=2.0, help="predict.window in seconds (default 2)")
+    parser.add_argument("--stride", type=float, default=1.0, help="predict.stride in seconds (default 1)")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        checkpoint = folder / "default.pt"
+        default_checkpoint(checkpoint)
+        for seconds in args.seconds:
+            made = folder / f"recording_{seconds:g}s.mp4"
+            print(f"{made.name}: {make_source(made, seconds)}", flush=True)
+            for container in args.containers:
+                video = made if container == "mp4" else remux(made, made.with_suffix(f".{container}"))
+                wall, peak = predict_window_mode(checkpoint, video, folder / f"{video.name}.csv", args.window,
+                                                 args.stride)
+                rows.append((seconds, container, wall, peak, ffmpeg_seconds(video)))
+                print(f"  .{container}: {wall:.1f}s ({seconds / wall:.1f}x real time), peak {peak:.0f} MiB",
+                      flush=True)
+    print(f"\nwindow mode, default BehaviorNet (untrained), predict.window={args.window:g} "
+          f"predict.stride={args.stride:g}, 640x360 {FPS:g} fps H.264")
+    print("| length (s) | container | predict (s) | real-time factor | peak RSS (MiB) | ffmpeg decode-only (s) |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for seconds, container, wall, peak, ffmpeg in rows:
+        decode = "n/a" if ffmpeg is None else f"{ffmpeg:.1f} ({seconds / ffmpeg:.0f}x)"
+        print(f"| {seconds:g} | {container} | {wall:.1f} | {seconds / wall:.1f}x | {peak:.0f} | {decode} |")
+    if len(args.seconds) > 1:
+        for container in args.containers:
+            mine = [(s, w) for s, c, w, _, _ in rows if c == container]
+            (s0, w0), (s1, w1) = mine[0], mine[-1]
+            print(f"{container}: length x{s1 / s0:.1f} -> time x{w1 / w0:.1f} (linear growth: equal)")
+
+
+if __name__ == "__main__":
+    main()
