@@ -17,6 +17,7 @@ a video that has a row also has its timeline, and a re-run skips it.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import os
 from collections.abc import Iterator, Sequence
@@ -111,26 +112,45 @@ def merge_windows(windows: Sequence[Segment]) -> list[Segment]:
     return segments
 
 
-def window_views(reader: VideoReader, spans: Sequence[tuple[int, int]], pipeline: ClipPipeline, transform,
-                 region: Region = WHOLE_FRAME) -> torch.Tensor:
-    """Evaluation views of several windows, ``[B, V, C, T, S, S]``, from one forward decode of their frames,
-    cropped to the video's ``region`` (with their flow stacks for a flow model).
+class WindowFrames:
+    """The frames a video's windows sample, read front to back once: each batch of windows decodes only the frames
+    past the last one read, and the frames later windows still need are held (about one window's worth), so the
+    reader never seeks back, which for a container without a seek index (mkv, webm, ts) would mean decoding
+    again from its first frame."""
 
-    One sorted ``get_frames`` per batch lets the reader decode forward and seek only across long gaps,
-    instead of seeking back to a keyframe once per window.
-    """
-    per_window = [[[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
-                  for first, count in spans]
-    sampled = sorted({i for views in per_window for view in views for i in view})
-    flow = [] if pipeline.flow is None else frames_needed(sampled, len(reader), pipeline.flow.stack)
-    wanted = sorted({*sampled, *flow})
-    frames = crop_frames(reader.get_frames(wanted), region)
-    position = {index: k for k, index in enumerate(wanted)}
-    if pipeline.flow is not None:
-        frames, position = with_flow(frames, position, sampled, len(reader), pipeline.flow, pipeline.rgb,
-                                     pipeline.resize)
-    return torch.stack([torch.stack([transform(frames[[position[i] for i in view]]) for view in views])
-                        for views in per_window])
+    def __init__(self, reader: VideoReader, spans: Sequence[tuple[int, int]], pipeline: ClipPipeline, transform,
+                 region: Region = WHOLE_FRAME):
+        self.reader, self.pipeline, self.transform, self.region = reader, pipeline, transform, region
+        self.views = [[[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
+                      for first, count in spans]
+        sampled = [sorted({i for view in views for i in view}) for views in self.views]
+        flow = [[] if pipeline.flow is None else frames_needed(s, len(reader), pipeline.flow.stack) for s in sampled]
+        self.sampled = sampled
+        self.needed = [sorted({*s, *f}) for s, f in zip(sampled, flow, strict=True)]
+        self.every = sorted({i for needed in self.needed for i in needed})
+        self.held: dict[int, torch.Tensor] = {}
+        self.read_up_to = -1
+
+    def batch(self, first: int, last: int) -> torch.Tensor:
+        """Evaluation views of windows ``first``..``last - 1``, ``[B, V, C, T, S, S]``."""
+        top = max(self.needed[w][-1] for w in range(first, last))
+        new = self.every[bisect.bisect_right(self.every, self.read_up_to): bisect.bisect_right(self.every, top)]
+        if new:
+            self.held.update(zip(new, crop_frames(self.reader.get_frames(new), self.region), strict=True))
+        self.read_up_to = max(self.read_up_to, top)
+        wanted = sorted({i for w in range(first, last) for i in self.needed[w]})
+        frames = torch.stack([self.held[i] for i in wanted])
+        position = {index: k for k, index in enumerate(wanted)}
+        if self.pipeline.flow is not None:
+            sampled = sorted({i for w in range(first, last) for i in self.sampled[w]})
+            frames, position = with_flow(frames, position, sampled, len(self.reader), self.pipeline.flow,
+                                         self.pipeline.rgb, self.pipeline.resize)
+        views = torch.stack([torch.stack([self.transform(frames[[position[i] for i in view]]) for view in views])
+                             for views in self.views[first:last]])
+        later = [self.needed[w][0] for w in range(last, len(self.views))]
+        keep_from = min(later) if later else self.read_up_to + 1
+        self.held = {i: frame for i, frame in self.held.items() if i >= keep_from}
+        return views
 
 
 @dataclass
@@ -157,12 +177,12 @@ def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowC
     # One region for the whole video, from detections spread over it (see behavior.data.roi).
     region = region_of_reader(reader, classifier.pipeline.roi)
     windows, all_probs = [], []
+    frames = WindowFrames(reader, spans, classifier.pipeline, transform, region)
     with Progress(total=len(spans), desc=name[-30:], unit="window", leave=False, enabled=progress,
                   position=1) as bar:
         for at in range(0, len(spans), batch_size):
             batch = spans[at: at + batch_size]
-            probs = classifier.probabilities(window_views(reader, batch, classifier.pipeline, transform,
-                                                          region))
+            probs = classifier.probabilities(frames.batch(at, at + len(batch)))
             for (first, count), p in zip(batch, probs.numpy(), strict=True):
                 best = int(np.argmax(p))
                 windows.append(Segment(first / fps, (first + count) / fps, classifier.class_names[best],

@@ -6,13 +6,14 @@ import bisect
 import functools
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import av
 import numpy as np
 import torch
 
-from behavior.video.base import VideoMeta, VideoReader, judge_decode, stack_frames
+from behavior.video.base import _INHERITED, VideoMeta, VideoReader, judge_decode, stack_frames
 from behavior.video.errors import VideoDecodeError
 
 # Boxes that can open an ISO-BMFF (mp4/mov) file: such a file that FFmpeg cannot open lost its index.
@@ -248,6 +249,32 @@ class PyAVReader(VideoReader):
         self.scan = scan
         self._fresh = False
         self._index_of = {p: i for i, p in enumerate(scan.pts)} if scan.pts is not None else None
+        # Where the last read stopped: the decoder's frame iterator and the index of the next frame it yields.
+        # A read that starts at or after it goes on from there instead of seeking back (a container without a
+        # seek index would otherwise be decoded again from its first frame).
+        self._cursor: tuple[Iterator, int, object] | None = None  # (+ the container it decodes)
+
+    def _drop_handle(self) -> None:
+        self._cursor = None
+        super()._drop_handle()
+
+    def _forget_if_forked(self) -> None:
+        if self._pid != os.getpid() and self._cursor is not None:
+            # Letting go of the parent's suspended iterator would close it, touching the inherited decoder.
+            _INHERITED.append(self._cursor)
+            self._cursor = None
+        super()._forget_if_forked()
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_cursor": None}  # a live decoder iterator stays in its process
+
+    def _resume(self, key: int, target: int) -> Iterator | None:
+        """The open frame iterator when going on from it reaches ``target`` no later than seeking to ``key``."""
+        if self._cursor is None:
+            return None
+        frames, next_index, container = self._cursor
+        # Only this process's own open container: a forked worker parks the one it inherited.
+        return frames if container is self._handle and key <= next_index <= target else None
 
     def verify(self, chunk: int = 16) -> int:
         # One sequential pass is far cheaper than the base class's chunked random access.
@@ -316,16 +343,21 @@ class PyAVReader(VideoReader):
         while todo < len(wanted):
             target = wanted[todo]
             key = self._keyframe_before(target) if self.scan.indexed else 0
-            if key > 0:
-                container.seek(self.scan.pts[key], stream=container.streams[self.scan.stream_index],
-                               backward=True)
-            elif not self._fresh:
-                container = self._container(reopen=True)
+            frames = self._resume(key, target)
+            if frames is None:
+                if key > 0:
+                    container.seek(self.scan.pts[key], stream=container.streams[self.scan.stream_index],
+                                   backward=True)
+                elif not self._fresh:
+                    container = self._container(reopen=True)
+                frames = self._frames(container)
+            self._cursor = None
             started, reseek = False, False
-            for frame in self._frames(container):
+            for frame in frames:
                 index = self._index_of.get(frame.pts)
                 if index is None:
                     raise _Resync
+                self._cursor = (frames, index + 1, self._handle)
                 if index < key:  # leading frames of an open GOP, or an earlier keyframe than asked for
                     continue
                 if not started:
@@ -342,18 +374,27 @@ class PyAVReader(VideoReader):
                 if self.scan.indexed and self._keyframe_before(wanted[todo]) > index + 1:
                     reseek = True  # a later keyframe is closer than decoding through the gap
                     break
+            else:
+                self._cursor = None  # the stream ended: nothing to go on from
             if not reseek:
                 return
 
     def _read_in_order(self, wanted: list[int], got: dict[int, np.ndarray]) -> None:
         """Fallback: the i-th frame out of the decoder is frame i."""
-        container = self._container(reopen=not self._fresh)
+        frames = self._resume(0, wanted[0]) if self._index_of is None else None  # pts reads number frames otherwise
+        start = self._cursor[1] if frames is not None else 0
+        if frames is None:
+            frames = self._frames(self._container(reopen=not self._fresh))
+        self._cursor = None
         wanted_set, last = set(wanted), wanted[-1]
-        for index, frame in enumerate(self._frames(container)):
+        for index, frame in enumerate(frames, start=start):
+            self._cursor = (frames, index + 1, self._handle)
             if index in wanted_set:
                 got[index] = self._rgb(frame)
             if index >= last:
                 break
+        else:
+            self._cursor = None
 
 
 def scan_leading_frames(path: str | os.PathLike) -> Scan:
