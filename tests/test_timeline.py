@@ -176,3 +176,43 @@ def test_a_cut_video_gets_the_timeline_of_what_decodes(checkpoint, tmp_path):
     assert row["status"] == "ok" and 0 < n < DURATION * FPS and row["warning"].startswith("partly decoded")
     segments = read_timeline(Path(row["timeline"]))
     assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(n / FPS)
+
+
+def test_window_mode_reads_a_video_without_an_index_front_to_back_once(tmp_path, monkeypatch):
+    """An mkv has no seek index: each batch of windows used to decode it again from frame 0."""
+    import behavior.video.pyav_reader as pyav_reader
+    from behavior.data.pipeline import ClipPipeline
+    from behavior.data.sampling import SamplingConfig
+    from behavior.data.transforms import TransformConfig, build_transform
+    from behavior.predict.timeline import WindowFrames
+    from behavior.video import open_video
+    from tests.conftest import moving_square_clip
+
+    video = write_video(tmp_path / "long.mkv", moving_square_clip(0, seed=2, num_frames=240), fps=24)
+    transform = TransformConfig.preset("default", size=32, crop_size=32)
+    pipeline = ClipPipeline(SamplingConfig.preset("tsn", num_frames=4), transform, "pyav")
+    evaluate = build_transform(transform, False)
+    spans = window_spans(240, 24.0, WindowConfig(1.0, 0.25))
+    with open_video(str(video), "pyav") as reader:  # the views read the old way, window by window
+        assert not reader.scan.indexed
+        expected = torch.stack([torch.stack([evaluate(reader.get_frames(view)) for view in views])
+                                for views in WindowFrames(reader, spans, pipeline, evaluate).views])
+    opened, decoded = [], []
+    open_container, frames_of = pyav_reader.open_container, pyav_reader.PyAVReader._frames
+    monkeypatch.setattr(pyav_reader, "open_container", lambda path: opened.append(path) or open_container(path))
+
+    def counted(self, container):
+        for frame in frames_of(self, container):
+            decoded.append(1)
+            yield frame
+
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_frames", counted)
+    with open_video(str(video), "pyav") as reader:
+        opened.clear()
+        frames, got, held = WindowFrames(reader, spans, pipeline, evaluate), [], []
+        for at in range(0, len(spans), 4):
+            got.append(frames.batch(at, min(at + 4, len(spans))))
+            held.append(len(frames.held))
+    assert len(opened) == 1 and len(decoded) <= 240  # one pass, never from the first frame again
+    assert max(held) <= 2 * 4  # about one window's sampled frames held, whatever the video's length
+    assert torch.equal(torch.cat(got), expected)
