@@ -213,3 +213,22 @@ def test_a_pt2_is_read_with_tensors_only():
     with _tensors_only(), pytest.raises(pickle.UnpicklingError):
         torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
     assert torch.load is plain_load  # given back
+
+
+def test_the_deploy_speed_benchmark_prints_each_model_and_its_test_accuracy(exported, mixed, tmp_path,  # noqa: F811
+                                                                            capsys):
+    from behavior.deploy.speed import main
+
+    checkpoint, _, _ = exported
+    clips, expected = mixed
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(checkpoint, run / "best.pt")
+    good = [clips / name for name, status in expected.items() if status.startswith("ok")][:3]
+    (run / "split.csv").write_text("path,label,group,split\n" + "".join(
+        f"{path},{CLASSES[0]},,{'test' if i else 'train'}\n" for i, path in enumerate(good)))
+    main([str(run), "--input", str(clips), "--repeat", "1", "--workers", "0"])
+    out = capsys.readouterr().out
+    assert "2 test clips" in out
+    for name in ("checkpoint (eager PyTorch)", "ONNX Runtime", "torch.export"):
+        assert f"| {name} |" in out

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -26,7 +25,7 @@ from behavior.predict.batch import PredictSettings, run
 from behavior.predict.predictions import PredictionsFile, columns_for, csv_line
 from behavior.provenance import git_commit, package_version
 from behavior.video import open_leading_frames, open_video
-from behavior.video.writer import write_video
+from behavior.video.writer import remux, write_video
 from tests.conftest import REPO, moving_square_clip
 from tests.helpers import command_config, tiny_checkpoint
 
@@ -60,13 +59,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def faststart_copy(src: Path, dst: Path) -> Path:
     """The same stream with its index written first: cut short, it still opens and its first frames decode."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
+    return remux(src, dst, {"movflags": "faststart"})
 
 
 @pytest.fixture(scope="module")

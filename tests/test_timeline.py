@@ -216,3 +216,11 @@ def test_window_mode_reads_a_video_without_an_index_front_to_back_once(tmp_path,
     assert len(opened) == 1 and len(decoded) <= 240  # one pass, never from the first frame again
     assert max(held) <= 2 * 4  # about one window's sampled frames held, whatever the video's length
     assert torch.equal(torch.cat(got), expected)
+
+
+def test_the_window_speed_benchmark_runs_and_prints_its_table(capsys):
+    from behavior.predict.window_speed import main
+
+    main(["--seconds", "3", "--containers", "mkv"])
+    out = capsys.readouterr().out
+    assert "| 3 | mkv |" in out and "x |" in out

@@ -25,7 +25,7 @@ from behavior.video import (
     probe_video,
     torchcodec_reader,
 )
-from behavior.video.writer import write_video
+from behavior.video.writer import remux, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W = 12, 64, 96
@@ -101,13 +101,7 @@ def bad_files(tmp_path_factory, clips) -> dict[str, tuple[Path, str]]:
     half = root / "half.mp4"  # moov is written last, so the index is gone
     half.write_bytes(data[: len(data) // 2])
     faststart = root / "faststart.mp4"  # index first: it promises frames whose data is cut off
-    with av.open(str(clips["h264"])) as src, av.open(str(faststart), "w",
-                                                      options={"movflags": "faststart"}) as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = out
-                dst.mux(packet)
+    remux(clips["h264"], faststart, {"movflags": "faststart"})
     cut = root / "cut_index_first.mp4"
     cut.write_bytes(faststart.read_bytes()[: int(faststart.stat().st_size * 0.6)])
     return {

@@ -12,7 +12,6 @@ user sees it), model-only clips/s, and top-1 accuracy on the run's test split.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -26,15 +25,21 @@ from behavior.deploy.runtime import load_any_model
 from behavior.export import ExportSettings, export
 from behavior.predict.batch import PredictSettings
 from behavior.predict.batch import run as predict
+from behavior.report.inspect import read_rows
 
 CPU = torch.device("cpu")
 
 
 def read_split(run_dir: Path) -> list[dict]:
-    with open(run_dir / "split.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    split = run_dir / "split.csv"
+    rows = read_rows(split, numeric=False)
+    if not rows:
+        raise SystemExit(f"error: {split}: missing or empty; give a training run folder (best.pt, split.csv)")
     for row in rows:  # older runs stored paths relative to the working directory they ran in
         row["path"] = os.path.abspath(row["path"])
+        if not os.path.exists(row["path"]):
+            raise SystemExit(f"error: {split}: clip {row['path']} not found (an older run stores paths relative "
+                             "to the folder it was trained in: run from there)")
     return rows
 
 
@@ -43,9 +48,7 @@ def predict_once(model: Path, clips: Path, output: Path, batch_size: int, worker
               "output": str(output), "progress": False, "batch_size": batch_size, "num_workers": workers}
     start = time.perf_counter()
     predict(PredictSettings.from_mapping(values))
-    seconds = time.perf_counter() - start
-    with open(output, newline="", encoding="utf-8") as f:
-        return seconds, list(csv.DictReader(f))
+    return time.perf_counter() - start, read_rows(output, numeric=False)
 
 
 def model_rate(model: Path, batch_size: int, batches: int = 5) -> float:

@@ -22,20 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
-
 from behavior.live.speed import FPS, default_checkpoint, make_source
-
-
-def remux(source: Path, target: Path) -> Path:
-    """The same packets in another container (no re-encoding)."""
-    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return target
+from behavior.video.writer import remux
 
 
 def ffmpeg_seconds(path: Path) -> float | None:

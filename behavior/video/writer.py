@@ -89,3 +89,15 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, codec: 
         for frame in frames:
             writer.write(frame)
     return Path(path)
+
+
+def remux(source: str | Path, target: str | Path, options: dict[str, str] | None = None) -> Path:
+    """The video stream of ``source`` copied into another container (by ``target``'s suffix) without re-encoding;
+    ``options`` go to the muxer (e.g. ``{"movflags": "faststart"}``: an MP4 with its index first)."""
+    with av.open(str(source)) as inp, av.open(str(target), "w", options=options or {}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:  # the demuxer's final flush packet carries no data
+                packet.stream = stream
+                out.mux(packet)
+    return Path(target)
