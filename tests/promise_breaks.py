@@ -64,7 +64,7 @@ BREAKS = [
           '                        raise RuntimeError("a decoder worker died")\n',
           ("tests/test_guard.py::test_hung_and_crashing_jobs_are_abandoned_and_the_rest_finish",), HANG),
     Break("predict-crash-stops-the-run", "One clip cannot crash a run", "behavior/engine/inference.py",
-          "            if num_workers == 0 or not _worker_lost(err):\n                raise",
+          "            if num_workers == 0 or not worker_lost(err):\n                raise",
           "            if True:\n                raise",
           ("tests/test_predict.py::test_a_crashing_decoder_costs_one_error_row",), HANG),
     Break("decode-open-errors-escape", "Any bytes give frames or a VideoDecodeError", "behavior/video/pyav_reader.py",

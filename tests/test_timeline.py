@@ -1,9 +1,13 @@
-"""Window mode of behavior.predict: a timeline per long video, merged segments, CSV and PNG, error rows, resume."""
+"""Window mode of behavior.predict: a timeline per long video, merged segments, CSV and PNG, error rows, resume;
+long videos decoded in a worker, killed and resumed, a decoder hanging part-way, mkv = mp4."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +15,15 @@ import pytest
 import torch
 from torch import nn
 
+from behavior.data.roi import WHOLE_FRAME
 from behavior.errors import ConfigError
 from behavior.models import register_model, registry
 from behavior.predict.batch import PredictSettings, run
-from behavior.predict.timeline import Segment, WindowConfig, merge_windows, window_config, window_spans
-from behavior.video.writer import write_video
+from behavior.predict.partial_timeline import PartialTimeline
+from behavior.predict.timeline import Segment, merge_windows, window_config
+from behavior.predict.window_stream import WindowConfig, window_spans
+from behavior.video.writer import remux, write_video
+from tests.crash import in_child, limit_file_size
 from tests.helpers import command_config, model_config, tiny_checkpoint, tiny_recipe
 
 CLASSES = ["red", "blue"]
@@ -184,7 +192,7 @@ def test_window_mode_reads_a_video_without_an_index_front_to_back_once(tmp_path,
     from behavior.data.pipeline import ClipPipeline
     from behavior.data.sampling import SamplingConfig
     from behavior.data.transforms import TransformConfig, build_transform
-    from behavior.predict.timeline import WindowFrames
+    from behavior.predict.window_stream import WindowFrames
     from behavior.video import open_video
     from tests.conftest import moving_square_clip
 
@@ -224,3 +232,132 @@ def test_the_window_speed_benchmark_runs_and_prints_its_table(capsys):
     main(["--seconds", "3", "--containers", "mkv"])
     out = capsys.readouterr().out
     assert "| 3 | mkv |" in out and "x |" in out
+
+
+HUNG = 3600  # the fake decoder sleeps this long; the bounded wait ends in seconds
+SECONDS, LONG_SWITCH = 30, 17
+WINDOWS = SECONDS - 1  # window 2 s, stride 1 s
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("long") / "long.mp4", colour_clip(SECONDS, LONG_SWITCH, seed=3), fps=FPS)
+
+
+def window_cfg(checkpoint: Path, video: Path, out: Path, **values):
+    return predict_cfg(checkpoint=str(checkpoint), input=str(video), output=str(out), batch_size=2, num_workers=1,
+                       predict={"window": 2, "stride": 1}, **values)
+
+
+def uninterrupted(checkpoint: Path, video: Path, folder: Path) -> tuple[bytes, dict]:
+    out = folder / "whole.csv"
+    assert run(window_cfg(checkpoint, video, out))["ok"] == 1
+    row = read_rows(out)[0]
+    return Path(row["timeline"]).read_bytes(), row
+
+
+def counting_windows(monkeypatch) -> list[int]:
+    import behavior.engine.inference as inference
+
+    seen, probabilities = [], inference.Classifier.probabilities
+
+    def counted(self, videos):
+        seen.append(len(videos))
+        return probabilities(self, videos)
+
+    monkeypatch.setattr(inference.Classifier, "probabilities", counted)
+    return seen
+
+
+@pytest.mark.parametrize("how", ["after the third batch", "mid-row"])
+def test_a_killed_window_run_goes_on_from_its_last_window_to_the_same_timeline(checkpoint, long_video, tmp_path,
+                                                                               monkeypatch, capsys, how):
+    whole, whole_row = uninterrupted(checkpoint, long_video, tmp_path)
+    out = tmp_path / "killed.csv"
+    real_add, real_begin = PartialTimeline.add, PartialTimeline.begin
+
+    def arm() -> None:
+        added = [0]
+
+        def add(self, spans, probs):
+            real_add(self, spans, probs)
+            added[0] += 1
+            if added[0] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no finally, no flush
+
+        def begin(self, region, keep):
+            real_begin(self, region, keep)
+            # The kernel kills the process once the file would grow past 2 windows' rows and half of the third's.
+            row = len(self._lines([(0, 20)], [np.full(len(CLASSES), 0.123456789, np.float32)]))
+            limit_file_size(self.path.stat().st_size + 2 * row + row // 2)
+
+        if how == "mid-row":
+            PartialTimeline.begin = begin
+        else:
+            PartialTimeline.add = add
+
+    assert in_child(lambda: run(window_cfg(checkpoint, long_video, out)), arm) in ("killed", "signal 9")
+    part = tmp_path / "killed_timelines" / "long.mp4.csv.part"
+    lines = part.read_text().split("\n")
+    kept = 3 * 2 if how == "after the third batch" else 2
+    assert len(lines) - 2 == kept and (how == "mid-row") == (lines[-1] != "")  # header, rows, then a torn row or ""
+    assert not out.exists() or len(read_rows(out)) == 0
+
+    capsys.readouterr()
+    seen = counting_windows(monkeypatch)
+    assert run(window_cfg(checkpoint, long_video, out))["ok"] == 1
+    said = capsys.readouterr().out
+    assert f"going on from window {kept + 1} of {WINDOWS}" in said
+    assert sum(seen) == WINDOWS - kept  # the finished windows were not classified again
+    row = read_rows(out)[0]
+    assert Path(row["timeline"]).read_bytes() == whole
+    assert {k: v for k, v in row.items() if k not in ("timeline",)} == \
+        {k: v for k, v in whole_row.items() if k not in ("timeline",)}
+    assert not part.exists()
+
+
+def test_a_partial_timeline_of_another_checkpoint_or_video_is_started_again(checkpoint, long_video, tmp_path):
+    part = PartialTimeline(tmp_path / "v.csv.part", str(long_video), "checkpoint A", CLASSES)
+    part.begin(WHOLE_FRAME, 0)
+    part.add([(0, 20), (10, 20)], np.array([[0.25, 0.75], [0.5, 0.5]], np.float32))
+    part.close()
+    again = PartialTimeline(part.path, str(long_video), "checkpoint A", CLASSES).load()
+    assert again.spans == [(0, 20), (10, 20)] and np.array_equal(np.stack(again.probs), [[0.25, 0.75], [0.5, 0.5]])
+    assert again.region == WHOLE_FRAME
+    assert PartialTimeline(part.path, str(long_video), "checkpoint B", CLASSES).load().spans == []
+    os.utime(long_video, ns=(time.time_ns(), time.time_ns()))  # the video changed since
+    assert PartialTimeline(part.path, str(long_video), "checkpoint A", CLASSES).load().spans == []
+
+
+def test_a_decoder_hanging_part_way_costs_an_error_row_and_keeps_the_windows_before(checkpoint, long_video,
+                                                                                     tmp_path, monkeypatch):
+    import behavior.video.pyav_reader as pyav_reader
+
+    parent, real_read = os.getpid(), pyav_reader.PyAVReader._read
+
+    def read_or_hang(self, indices):
+        if max(indices) >= LONG_SWITCH * FPS and os.getpid() != parent:  # the worker hangs past 17 s
+            time.sleep(HUNG)
+        return real_read(self, indices)
+
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_read", read_or_hang)
+    out = tmp_path / "hung.csv"
+    start = time.monotonic()
+    counts = run(window_cfg(checkpoint, long_video, out, decode={"timeout": 1.5}))
+    assert time.monotonic() - start < HUNG / 30  # the bound fired: far from the hour-long hang, on any load
+    assert counts["error"] == 1
+    row = read_rows(out)[0]
+    assert row["status"] == "error" and row["error"].startswith("decoding timed out after 1.5s (abandoned) after ")
+    assert "the timeline covers the" in row["error"]
+    segments = read_rows(Path(row["timeline"]))
+    end = float(segments[-1]["end"])
+    assert 8 <= end <= LONG_SWITCH and segments[0]["label"] == "red"  # the windows decoded before the hang
+    assert not Path(row["timeline"] + ".part").exists()
+
+
+def test_a_matroska_copy_gives_the_timeline_of_the_mp4(checkpoint, long_video, tmp_path):
+    whole, _ = uninterrupted(checkpoint, long_video, tmp_path)
+    mkv = remux(long_video, tmp_path / "long.mkv")
+    out = tmp_path / "mkv.csv"
+    assert run(window_cfg(checkpoint, mkv, out))["ok"] == 1
+    assert Path(read_rows(out)[0]["timeline"]).read_bytes() == whole

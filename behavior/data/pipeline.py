@@ -8,6 +8,9 @@ the same object. Picklable, so DataLoader workers receive it whole.
 
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -73,6 +76,17 @@ class ClipPipeline:
 def one_thread(_: int) -> None:
     # Each loader worker decodes one clip at a time; torch threads in workers would only fight the model for cores.
     torch.set_num_threads(1)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this (worker) process when its parent dies. A run killed with -9 would otherwise leave
+    its workers decoding for seconds, until DataLoader's watchdog notices, holding the lock on the run's output."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def input_channels(model_input: str, flow: FlowConfig) -> dict:

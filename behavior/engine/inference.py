@@ -98,20 +98,32 @@ def read_salvaging(path: str, pipeline: ClipPipeline, use: Callable[[VideoReader
     A truncated or corrupt clip is read again over its leading frames that decode (with PyAV whatever the
     backend), and the warning says so; a clip with nothing usable raises its first VideoDecodeError.
     """
+    def once(reader: VideoReader, warning: str) -> Iterator[tuple[T, int, str]]:
+        yield use(reader), len(reader), warning
+
+    return next(salvaging(path, pipeline, once))
+
+
+def salvaging(path: str, pipeline: ClipPipeline, use: Callable[[VideoReader, str], Iterator[T]]) -> Iterator[T]:
+    """``use(reader, warning)``'s items on the clip, as :func:`read_salvaging` reads it: when the clip turns out
+    truncated or corrupt (on opening, or part-way), ``use`` starts again on a reader of its leading frames that
+    decode, with a warning saying so. The items already given stay given: the consumer decides what they are worth.
+    """
     try:
         with open_video(path, pipeline.backend, pipeline.max_short_side) as reader:
-            return use(reader), len(reader), _short_stream_warning(reader)
+            yield from use(reader, _short_stream_warning(reader))
+            return
     except VideoDecodeError as err:
         if not err.reason.startswith(SALVAGEABLE):
             raise
         damage = err
     try:
         with open_leading_frames(path, pipeline.max_short_side) as reader:
-            result, n, promised = use(reader), len(reader), reader.scan.promised
+            n, promised = len(reader), reader.scan.promised
+            of = f" of {promised}" if promised and promised > n else ""
+            yield from use(reader, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})")
     except VideoDecodeError:
         raise damage from None  # the first reason says what is wrong with the file
-    of = f" of {promised}" if promised and promised > n else ""
-    return result, n, f"partly decoded: classified from the first {n}{of} frames ({damage.reason})"
 
 
 def load_clip(path: str, pipeline: ClipPipeline, transform) -> ClipInput:
@@ -251,7 +263,7 @@ def _stream(classifier: Classifier, paths: list[str], batch_size: int, num_worke
         yield results_of(classifier, paths, batch)
 
 
-def _worker_lost(err: RuntimeError) -> str | None:
+def worker_lost(err: RuntimeError) -> str | None:
     """Why a DataLoader worker gave no batch (it died, or it hung past the timeout), or None for other errors."""
     text = " ".join(str(err).split())
     if "DataLoader worker" in text:
@@ -277,13 +289,13 @@ def classify_paths(classifier: Classifier, paths: Sequence[str], batch_size: int
                 yield results
             return
         except RuntimeError as err:
-            if num_workers == 0 or not _worker_lost(err):
+            if num_workers == 0 or not worker_lost(err):
                 raise
         for path in paths[done: done + batch_size * num_workers * 2]:  # at most this many were in flight
             try:
                 results = [r for batch in _stream(classifier, [path], 1, 1, timeout) for r in batch]
             except RuntimeError as err:
-                reason = _worker_lost(err)
+                reason = worker_lost(err)
                 if not reason:
                     raise
                 if reason.startswith("decoding timed out"):

@@ -21,6 +21,7 @@ import io
 import itertools
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from behavior.errors import ConfigError, DataError
 LEAD_COLUMNS = ("path", "status", "label", "score")
 TAIL_COLUMNS = ("num_frames", "warning", "error")
 ROI_COLUMN = "roi_box"  # with a region-of-interest checkpoint: "left top right bottom" in fractions of the frame
+LOCK_TRIES = 20  # 0.1 s apart
 ENCODING = ("utf-8", "surrogateescape")  # file names that are not UTF-8 round-trip byte for byte
 PROVENANCE_SUFFIX = ".provenance.json"  # the record beside the output: <output>.provenance.json
 PROVENANCE_FORMAT = 1
@@ -210,11 +212,14 @@ class PredictionsFile:
             import fcntl
         except ImportError:  # Windows: no advisory locks; one run per output is then up to the user
             return
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError(f"output {self.path} is being written by another predict run; wait for it to end "
-                            f"or give another output") from None
+        for _ in range(LOCK_TRIES):
+            try:
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError:
+                time.sleep(0.1)  # the workers of a run killed a moment ago may still be exiting
+        raise DataError(f"output {self.path} is being written by another predict run; wait for it to end "
+                        f"or give another output")
 
     def _refuse(self, first_line: str, where: str = "") -> DataError:
         ours = first_line.startswith(",".join(LEAD_COLUMNS)) or first_line.startswith('{"path": ')

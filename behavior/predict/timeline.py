@@ -13,11 +13,16 @@ whose score is the mean of its windows' top-class probabilities weighted by the 
 Per video, ``<output stem>_timelines/<path under input>.csv`` (columns start, end, label, score; seconds) and a
 ``.png`` label strip of the same segments are written atomically, before the video's row goes into ``output``; so
 a video that has a row also has its timeline, and a re-run skips it.
+
+A video is decoded front to back once by a DataLoader worker (``behavior.predict.window_stream``) while this process
+classifies the windows already decoded; ``decode.timeout`` bounds each batch of windows. While a video is in
+progress its finished windows are kept in ``<timeline>.part`` (``behavior.predict.partial_timeline``), so a run
+killed part-way goes on from its last finished window and ends with the timeline an uninterrupted run writes. A
+decoder that hangs or crashes part-way costs the video an error row; the windows before are kept as its timeline.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import os
 from collections.abc import Iterator, Sequence
@@ -29,23 +34,17 @@ import torch
 
 from behavior.atomic import atomic_open
 from behavior.config import check_number, fail
-from behavior.data.flow import frames_needed, with_flow
-from behavior.data.pipeline import ClipPipeline
-from behavior.data.roi import WHOLE_FRAME, Region, crop_frames, region_of_reader
-from behavior.data.sampling import sample_views
-from behavior.engine.inference import Classifier, ClipResult, failure_reason, read_salvaging
+from behavior.data.roi import WHOLE_FRAME, Region
+from behavior.engine.inference import Classifier, ClipResult, failure_reason, worker_lost
 from behavior.errors import ConfigError
+from behavior.predict.partial_timeline import PartialTimeline
+from behavior.predict.predictions import printable
+from behavior.predict.window_stream import Failed, Opened, WindowConfig, WindowStream, window_items
 from behavior.progress import Progress
-from behavior.video import VideoDecodeError, VideoReader
+from behavior.video import VideoDecodeError
 
 COLUMNS = ("segments", "timeline")  # extra columns of the main output in window mode
 TIMELINE_COLUMNS = ("start", "end", "label", "score")
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    window: float  # seconds
-    stride: float  # seconds between window starts
 
 
 @dataclass
@@ -69,18 +68,6 @@ def window_config(window: object, stride: object) -> WindowConfig | None:
         # The gap between two windows would be labelled without a frame of it being seen.
         raise fail("predict.stride", stride, f"use at most predict.window ({window}) so no time is unseen")
     return WindowConfig(float(window), float(stride))
-
-
-def window_spans(num_frames: int, fps: float, config: WindowConfig) -> list[tuple[int, int]]:
-    """``(first frame, frame count)`` of each window of a video of ``num_frames`` frames."""
-    size = max(1, round(config.window * fps))
-    step = max(1, round(config.stride * fps))
-    if num_frames <= size:
-        return [(0, num_frames)]
-    starts = list(range(0, num_frames - size + 1, step))
-    if starts[-1] + size < num_frames:
-        starts.append(num_frames - size)
-    return [(start, size) for start in starts]
 
 
 def owned_spans(windows: Sequence[Segment]) -> list[tuple[float, float]]:
@@ -112,47 +99,6 @@ def merge_windows(windows: Sequence[Segment]) -> list[Segment]:
     return segments
 
 
-class WindowFrames:
-    """The frames a video's windows sample, read front to back once: each batch of windows decodes only the frames
-    past the last one read, and the frames later windows still need are held (about one window's worth), so the
-    reader never seeks back, which for a container without a seek index (mkv, webm, ts) would mean decoding
-    again from its first frame."""
-
-    def __init__(self, reader: VideoReader, spans: Sequence[tuple[int, int]], pipeline: ClipPipeline, transform,
-                 region: Region = WHOLE_FRAME):
-        self.reader, self.pipeline, self.transform, self.region = reader, pipeline, transform, region
-        self.views = [[[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
-                      for first, count in spans]
-        sampled = [sorted({i for view in views for i in view}) for views in self.views]
-        flow = [[] if pipeline.flow is None else frames_needed(s, len(reader), pipeline.flow.stack) for s in sampled]
-        self.sampled = sampled
-        self.needed = [sorted({*s, *f}) for s, f in zip(sampled, flow, strict=True)]
-        self.every = sorted({i for needed in self.needed for i in needed})
-        self.held: dict[int, torch.Tensor] = {}
-        self.read_up_to = -1
-
-    def batch(self, first: int, last: int) -> torch.Tensor:
-        """Evaluation views of windows ``first``..``last - 1``, ``[B, V, C, T, S, S]``."""
-        top = max(self.needed[w][-1] for w in range(first, last))
-        new = self.every[bisect.bisect_right(self.every, self.read_up_to): bisect.bisect_right(self.every, top)]
-        if new:
-            self.held.update(zip(new, crop_frames(self.reader.get_frames(new), self.region), strict=True))
-        self.read_up_to = max(self.read_up_to, top)
-        wanted = sorted({i for w in range(first, last) for i in self.needed[w]})
-        frames = torch.stack([self.held[i] for i in wanted])
-        position = {index: k for k, index in enumerate(wanted)}
-        if self.pipeline.flow is not None:
-            sampled = sorted({i for w in range(first, last) for i in self.sampled[w]})
-            frames, position = with_flow(frames, position, sampled, len(self.reader), self.pipeline.flow,
-                                         self.pipeline.rgb, self.pipeline.resize)
-        views = torch.stack([torch.stack([self.transform(frames[[position[i] for i in view]]) for view in views])
-                             for views in self.views[first:last]])
-        later = [self.needed[w][0] for w in range(last, len(self.views))]
-        keep_from = min(later) if later else self.read_up_to + 1
-        self.held = {i: frame for i, frame in self.held.items() if i >= keep_from}
-        return views
-
-
 @dataclass
 class Timeline:
     windows: list[Segment]
@@ -167,45 +113,82 @@ class Timeline:
         return merge_windows(self.windows)
 
 
-def classify_reader(classifier: Classifier, reader: VideoReader, config: WindowConfig, batch_size: int,
-                    progress: bool = False, name: str = "") -> Timeline:
-    n, fps = len(reader), reader.meta.fps
-    if fps <= 0:
-        raise VideoDecodeError(reader.path, "frame rate unknown: windows cannot be placed in time")
-    spans = window_spans(n, fps, config)
-    transform = classifier.pipeline.clip_transform(train=False)
-    # One region for the whole video, from detections spread over it (see behavior.data.roi).
-    region = region_of_reader(reader, classifier.pipeline.roi)
-    windows, all_probs = [], []
-    frames = WindowFrames(reader, spans, classifier.pipeline, transform, region)
-    with Progress(total=len(spans), desc=name[-30:], unit="window", leave=False, enabled=progress,
-                  position=1) as bar:
-        for at in range(0, len(spans), batch_size):
-            batch = spans[at: at + batch_size]
-            probs = classifier.probabilities(frames.batch(at, at + len(batch)))
-            for (first, count), p in zip(batch, probs.numpy(), strict=True):
-                best = int(np.argmax(p))
-                windows.append(Segment(first / fps, (first + count) / fps, classifier.class_names[best],
-                                       float(p[best])))
-                all_probs.append(p)
-            bar.update(len(batch))
+class WindowFailure(Exception):
+    """A video stopped part-way (its decoder hung or crashed): the reason and the timeline of the windows before."""
+
+    def __init__(self, reason: str, timeline: Timeline | None):
+        super().__init__(reason)
+        self.reason, self.timeline = reason, timeline
+
+
+def timeline_of(spans: Sequence[tuple[int, int]], probs: Sequence[np.ndarray], class_names: Sequence[str],
+                num_frames: int, fps: float, warning: str, region: Region) -> Timeline:
+    """Windows and their class probabilities -> the video's timeline, and its probabilities averaged over time."""
+    windows = []
+    for (first, count), p in zip(spans, probs, strict=True):
+        best = int(np.argmax(p))
+        windows.append(Segment(first / fps, (first + count) / fps, class_names[best], float(p[best])))
     weights = np.array([end - start for start, end in owned_spans(windows)])
     weights = weights if weights.sum() > 0 else np.ones(len(windows))
-    probs = (np.stack(all_probs) * weights[:, None]).sum(0) / weights.sum()
-    return Timeline(windows, probs, n, n / fps, region=region)
+    average = (np.stack(probs) * weights[:, None]).sum(0) / weights.sum()
+    note = "; ".join(w for w in (warning, region.note()) if w)
+    return Timeline(windows, average, num_frames, num_frames / fps, note, region)
 
 
-def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batch_size: int,
-                   progress: bool = False) -> Timeline:
-    """The timeline of one video; a truncated or corrupt one is done over its leading frames that decode."""
-    name = os.path.basename(path)
+def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batch_size: int, part: PartialTimeline,
+                   workers: int = 1, timeout: float | None = None, progress: bool = False) -> Timeline:
+    """The timeline of one video, decoded in a worker while the model classifies the windows already decoded.
 
-    def classify(reader: VideoReader) -> Timeline:
-        return classify_reader(classifier, reader, config, batch_size, progress, name)
-
-    timeline, _, warning = read_salvaging(path, classifier.pipeline, classify)
-    timeline.warning = "; ".join(w for w in (warning, timeline.region.note()) if w)
-    return timeline
+    ``part`` holds the windows an interrupted run finished (they are not classified again) and gets each batch as
+    it is done. A truncated or corrupt video is done over its leading frames that decode; a decoder that hangs
+    longer than ``timeout`` seconds for one batch, or crashes, raises WindowFailure with the windows before it."""
+    part.load()
+    stream = WindowStream(path, classifier.pipeline, config, batch_size, part.spans, part.region)
+    items, opened, bar = window_items(stream, workers, timeout), None, None
+    threads = torch.get_num_threads()
+    if workers:  # the decoding worker keeps a core busy: torch threads spinning for it would slow the model down
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    try:
+        for item in items:
+            if isinstance(item, Failed):
+                raise VideoDecodeError(path, item.reason)
+            if isinstance(item, Opened):
+                if item.keep and opened is None:
+                    print(printable(f"{path}: going on from window {item.keep + 1} of {len(item.spans)} (the "
+                                    f"windows an interrupted run finished are in {part.path.name})"), flush=True)
+                opened = item
+                part.begin(item.region, item.keep)
+                if bar is not None:
+                    bar.close()
+                bar = Progress(total=len(item.spans), desc=os.path.basename(path)[-30:], unit="window", leave=False,
+                               enabled=progress, position=1)
+                bar.update(item.keep)
+                continue
+            probs = classifier.probabilities(item.views).numpy()
+            part.add(opened.spans[item.first: item.first + len(probs)], probs)
+            bar.update(len(probs))
+    except RuntimeError as err:
+        reason = worker_lost(err)
+        if reason is None:
+            raise
+        if reason.startswith("decoding timed out"):
+            reason = f"decoding timed out after {timeout:g}s (abandoned)"
+        done = len(part.spans)
+        if opened is None or not done:
+            raise WindowFailure(reason, None) from None
+        at = part.spans[-1][0] + part.spans[-1][1]
+        raise WindowFailure(f"{reason} after {at / opened.fps:.1f}s of {opened.num_frames / opened.fps:.1f}s; "
+                            f"the timeline covers the {done} window(s) before", timeline_of(
+                                part.spans, part.probs, classifier.class_names, at, opened.fps, opened.warning,
+                                opened.region)) from None
+    finally:
+        del items  # shuts the worker down (a hung one is terminated)
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+        part.close()
+    return timeline_of(part.spans, part.probs, classifier.class_names, opened.num_frames, opened.fps,
+                       opened.warning, opened.region)
 
 
 def timeline_path(folder: Path, root: Path, video: str) -> Path:
@@ -270,8 +253,12 @@ def timelines_folder(output: Path) -> Path:
 
 
 def classify_timelines(classifier: Classifier, paths: Sequence[str], config: WindowConfig, batch_size: int,
-                       output: Path, root: Path, progress: bool = False) -> Iterator[list[ClipResult]]:
-    """One result per video, in order, after its timeline CSV and PNG are on disk; a bad video is an error row."""
+                       output: Path, root: Path, identity: str, workers: int = 1, timeout: float | None = None,
+                       progress: bool = False) -> Iterator[list[ClipResult]]:
+    """One result per video, in order, after its timeline CSV and PNG are on disk; a bad video is an error row.
+
+    ``identity`` names the checkpoint and settings, so a partial timeline another run left is used only by the same.
+    """
     folder = timelines_folder(output)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -279,14 +266,33 @@ def classify_timelines(classifier: Classifier, paths: Sequence[str], config: Win
         raise ConfigError(f"output={output}: cannot create the timelines folder {folder} "
                           f"({err.strerror or err})") from None
     for path in paths:
+        csv_path, part = timeline_path(folder, root, path), None
         try:
-            timeline = video_timeline(classifier, path, config, batch_size, progress)
-            segments = timeline.segments
-            csv_path = write_timeline_csv(timeline_path(folder, root, path), segments)
-            plot_timeline(csv_path.with_suffix(".png"), segments, timeline.duration, classifier.class_names,
-                          os.path.basename(path))
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            part = PartialTimeline(csv_path.with_name(csv_path.name + ".part"), path, identity,
+                                   classifier.class_names)
+            timeline = video_timeline(classifier, path, config, batch_size, part, workers, timeout, progress)
+        except WindowFailure as failure:
+            extra = {}
+            if failure.timeline is not None:  # the windows before the hang are kept as the video's timeline
+                extra = write_timeline(failure.timeline, csv_path, classifier.class_names, path)
+                part.remove()
+            yield [ClipResult(path, error=failure.reason, extra=extra)]
+            continue
         except Exception as exc:  # one bad video costs one error row, as in clip mode
+            if part is not None:
+                part.remove()  # its row says what went wrong; a re-run skips the video, so nothing would resume it
             yield [ClipResult(path, error=failure_reason(path, exc))]
             continue
+        extra = write_timeline(timeline, csv_path, classifier.class_names, path)
+        part.remove()
         yield [ClipResult(path, timeline.probs, timeline.num_frames, timeline.warning, region=timeline.region,
-                          extra={"segments": len(segments), "timeline": str(csv_path)})]
+                          extra=extra)]
+
+
+def write_timeline(timeline: Timeline, csv_path: Path, class_names: Sequence[str], video: str) -> dict:
+    """The timeline's CSV and PNG, and the output columns that point to them."""
+    segments = timeline.segments
+    write_timeline_csv(csv_path, segments)
+    plot_timeline(csv_path.with_suffix(".png"), segments, timeline.duration, class_names, os.path.basename(video))
+    return {"segments": len(segments), "timeline": str(csv_path)}

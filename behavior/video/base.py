@@ -122,6 +122,22 @@ class VideoReader(abc.ABC):
         self.frame_size = (meta.height, meta.width)
         self._handle = None
         self._pid = os.getpid()
+        self.planned: frozenset[int] | None = None  # see read_only
+        self.threads = 1  # see decode_threads
+
+    def read_only(self, indices: Sequence[int]) -> VideoReader:
+        """Promise that only ``indices`` will be read from now on (window mode knows every frame it samples up front).
+
+        A backend may then skip decoding frames that no other frame refers to (PyAV: non-reference frames outside
+        ``indices``); reading a frame outside the promise stays correct, only slower."""
+        self.planned = frozenset(as_index_list(indices))
+        return self
+
+    def decode_threads(self, threads: int) -> VideoReader:
+        """Decode with ``threads`` FFmpeg threads where the backend allows (PyAV). Only for a reader opened in the
+        process that reads it: a DataLoader worker forked from a process whose decoder had threads deadlocks."""
+        self.threads = threads
+        return self
 
     def limit_short_side(self, limit: int | None) -> VideoReader:
         """Return frames scaled down so their shorter side is at most ``limit`` (None: full size).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from behavior.video.base import _INHERITED, VideoMeta, VideoReader, judge_decode, stack_frames
 from behavior.video.errors import VideoDecodeError
@@ -253,6 +254,9 @@ class PyAVReader(VideoReader):
         # A read that starts at or after it goes on from there instead of seeking back (a container without a
         # seek index would otherwise be decoded again from its first frame).
         self._cursor: tuple[Iterator, int, object] | None = None  # (+ the container it decodes)
+        # One converter for every frame: to_ndarray(width=...) builds a new swscale context per frame, which
+        # costs three times the conversion itself.
+        self._reformatter: VideoReformatter | None = None
 
     def _drop_handle(self) -> None:
         self._cursor = None
@@ -263,10 +267,15 @@ class PyAVReader(VideoReader):
             # Letting go of the parent's suspended iterator would close it, touching the inherited decoder.
             _INHERITED.append(self._cursor)
             self._cursor = None
+        if self._pid != os.getpid() and self._reformatter is not None:
+            # swscale may run threads of its own, which a forked child does not have: park it like the decoder.
+            _INHERITED.append(self._reformatter)
+            self._reformatter = None
         super()._forget_if_forked()
 
     def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "_cursor": None}  # a live decoder iterator stays in its process
+        # A live decoder iterator and swscale context stay in their process.
+        return {**super().__getstate__(), "_cursor": None, "_reformatter": None}
 
     def _resume(self, key: int, target: int) -> Iterator | None:
         """The open frame iterator when going on from it reaches ``target`` no later than seeking to ``key``."""
@@ -286,15 +295,26 @@ class PyAVReader(VideoReader):
         if reopen or self._handle is None:
             self._drop_handle()
             self._handle = open_container(self.path)
-            single_threaded(self._handle.streams[self.scan.stream_index])
+            stream = single_threaded(self._handle.streams[self.scan.stream_index])
+            if self.threads > 1 and stream.codec_context is not None:
+                stream.codec_context.thread_count = self.threads
+                stream.thread_type = "AUTO"
             self._fresh = True
         return self._handle
 
     def _frames(self, container):
-        """Decoded frames in presentation order; a packet that fails to decode is skipped."""
+        """Decoded frames in presentation order; a packet that fails to decode is skipped, and so is a
+        non-reference frame outside ``planned`` (nothing needs it: the decoder does not even decode it)."""
         stream = container.streams[self.scan.stream_index]
         self._fresh = False
+        planned = self.planned if self._index_of is not None and stream.codec_context is not None else None
+        skipping = None  # unknown: an earlier pass over this container may have left skipping on
         for packet in container.demux(stream):
+            if planned is not None and packet.pts is not None:
+                skip = self._index_of.get(packet.pts) not in planned
+                if skip != skipping:  # a packet's pts names the frame it holds, whenever the decoder returns it
+                    stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
             try:
                 yield from packet.decode()
             except av.error.FFmpegError:
@@ -307,12 +327,17 @@ class PyAVReader(VideoReader):
         if self.frame_size != (self.meta.height, self.meta.width):
             # Scale while converting to RGB, so no full-size RGB frame is made; swscale BILINEAR filters
             # by the scale factor, the closest match to the antialiased torchvision resize training used.
-            rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+            rgb = self._convert(frame, w, h, "BILINEAR")
             return np.rot90(rgb, turns) if turns else rgb
-        if frame.width != w or frame.height != h:  # mid-stream size change: keep the clip's size
-            frame = frame.reformat(width=w, height=h)
-        rgb = frame.to_ndarray(format="rgb24")
+        # w, h differ from the frame's on a mid-stream size change: keep the clip's size
+        rgb = self._convert(frame, w, h, None)
         return np.rot90(rgb, turns) if turns else rgb
+
+    def _convert(self, frame, width: int, height: int, interpolation: str | None) -> np.ndarray:
+        if self._reformatter is None:
+            self._reformatter = VideoReformatter()
+        return self._reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                          interpolation=interpolation).to_ndarray()
 
     def _read(self, indices: list[int]) -> torch.Tensor:
         wanted = sorted(set(indices))
@@ -326,6 +351,11 @@ class PyAVReader(VideoReader):
         else:
             self._read_in_order(wanted, got)
         missing = [i for i in wanted if i not in got]
+        if missing and self.planned is not None and not self.planned.issuperset(missing):
+            # A frame outside read_only's promise may have been skipped: read again decoding every frame.
+            self.planned = None
+            self._drop_handle()
+            return self._read(indices)
         if missing:
             raise VideoDecodeError(self.path, f"corrupt: frame {missing[0]} does not decode "
                                               f"({len(missing)} of {len(wanted)} requested frames missing)")
