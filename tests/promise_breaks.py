@@ -26,6 +26,8 @@ class Break:
 ATOMIC = "A kill at any moment leaves the old checkpoint or the new one, never a torn file"
 CUT_OFF = "tests/test_engine.py::test_a_write_cut_off_midway_leaves_the_previous_checkpoint_whole[write_checkpoint]"
 HOSTILE = "tests/test_pipeline.py::test_config_errors_are_one_line"
+WINDOW_RESUME = "A window-mode run killed part-way through a long video goes on from its last finished window"
+WINDOW_KILLED = "tests/test_timeline.py::test_a_killed_window_run_goes_on_from_its_last_window_to_the_same_timeline"
 
 BREAKS = [
     # Checkpoints
@@ -145,8 +147,7 @@ BREAKS = [
           ("tests/test_live.py::test_interrupting_leaves_a_playable_file",)),
     Break("live-sigterm-ignored", "Ctrl-C or SIGTERM in live mode leaves a playable video with every frame read so "
           "far", "behavior/live/session.py",
-          "    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if main_thread else None",
-          "    previous = signal.getsignal(signal.SIGTERM) if main_thread else None",
+          "STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)", "STOP_SIGNALS = (signal.SIGINT,)",
           ("tests/test_live.py::test_sigterm_stops_like_ctrl_c_keeping_every_frame_read",)),
     Break("live-not-fragmented", "A killed live run still leaves a playable video", "behavior/live/session.py",
           'fragmented=cfg.output.suffix.lower() == ".mp4",', "fragmented=False,",
@@ -181,6 +182,19 @@ BREAKS = [
           "              flush=True)\n        self._printed = self.count",
           '              end="\\r", flush=True)\n        self._printed = self.count',
           ("tests/test_progress.py::test_a_training_log_has_no_carriage_returns",)),
+    # Long videos in window mode
+    Break("window-worker-without-timeout", "Decoding inside DataLoader workers is time-bounded",
+          "behavior/predict/window_stream.py", "timeout=timeout or 0, prefetch_factor=2",
+          "timeout=0, prefetch_factor=2",
+          ("tests/test_timeline.py::test_a_decoder_hanging_part_way_costs_an_error_row_and_keeps_the_windows_before",),
+          timeout=HANG),
+    Break("window-part-never-read", WINDOW_RESUME, "behavior/predict/partial_timeline.py",
+          "        try:\n            text = self.path.read_text(",
+          "        try:\n            return self\n            text = self.path.read_text(",
+          (f"{WINDOW_KILLED}[after the third batch]", f"{WINDOW_KILLED}[mid-row]")),
+    Break("window-part-torn-line-kept", WINDOW_RESUME, "behavior/predict/partial_timeline.py",
+          'lines = text.split("\\n")[:-1]', 'lines = text.split("\\n")',
+          (f"{WINDOW_KILLED}[mid-row]",)),
     Break("conf-groups-not-in-wheel", "The installed package runs anywhere and writes nothing into itself",
           "pyproject.toml", '"behavior.conf" = ["*.yaml", "*/*.yaml"]', '"behavior.conf" = ["*.yaml"]',
           ("tests/test_install.py::test_the_installed_package_trains_and_predicts_from_any_folder",)),

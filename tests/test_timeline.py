@@ -23,7 +23,7 @@ from behavior.predict.partial_timeline import PartialTimeline
 from behavior.predict.timeline import Segment, merge_windows, window_config
 from behavior.predict.window_stream import WindowConfig, window_spans
 from behavior.video.writer import remux, write_video
-from tests.crash import in_child, limit_file_size
+from tests.crash import in_child
 from tests.helpers import command_config, model_config, tiny_checkpoint, tiny_recipe
 
 CLASSES = ["red", "blue"]
@@ -274,32 +274,27 @@ def test_a_killed_window_run_goes_on_from_its_last_window_to_the_same_timeline(c
                                                                                monkeypatch, capsys, how):
     whole, whole_row = uninterrupted(checkpoint, long_video, tmp_path)
     out = tmp_path / "killed.csv"
-    real_add, real_begin = PartialTimeline.add, PartialTimeline.begin
+    real_add = PartialTimeline.add
 
     def arm() -> None:
         added = [0]
 
         def add(self, spans, probs):
-            real_add(self, spans, probs)
             added[0] += 1
+            if how == "mid-row" and added[0] == 2:  # killed while writing the second batch, in its last number
+                self._file.write(self._lines(spans, probs)[:-3])
+                self._file.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            real_add(self, spans, probs)
             if added[0] == 3:
-                os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no finally, no flush
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9 once the third batch is on disk: no finally runs
 
-        def begin(self, region, keep):
-            real_begin(self, region, keep)
-            # The kernel kills the process once the file would grow past 2 windows' rows and half of the third's.
-            row = len(self._lines([(0, 20)], [np.full(len(CLASSES), 0.123456789, np.float32)]))
-            limit_file_size(self.path.stat().st_size + 2 * row + row // 2)
+        PartialTimeline.add = add
 
-        if how == "mid-row":
-            PartialTimeline.begin = begin
-        else:
-            PartialTimeline.add = add
-
-    assert in_child(lambda: run(window_cfg(checkpoint, long_video, out)), arm) in ("killed", "signal 9")
+    assert in_child(lambda: run(window_cfg(checkpoint, long_video, out)), arm) == "signal 9"
     part = tmp_path / "killed_timelines" / "long.mp4.csv.part"
     lines = part.read_text().split("\n")
-    kept = 3 * 2 if how == "after the third batch" else 2
+    kept = 3 * 2 if how == "after the third batch" else 2 + 1  # the second batch's first row is whole
     assert len(lines) - 2 == kept and (how == "mid-row") == (lines[-1] != "")  # header, rows, then a torn row or ""
     assert not out.exists() or len(read_rows(out)) == 0
 
