@@ -251,4 +251,87 @@ def test_the_speed_benchmark_runs_and_prints_its_table(capsys):
 
     main(["--seconds", "1", "--repeat", "1", "--rois", "none", "--no-output"])
     out = capsys.readouterr().out
-    assert "| none | 25 |" in out and "x (" in out
+    assert "| none | 25 |" in out and "x (" in out and "640x360, 25 fps source" in out
+    main(["--seconds", "0.5", "--size", "1280x720", "--fps", "30", "--repeat", "1", "--rois", "none"])
+    out = capsys.readouterr().out
+    assert "| none | 15 |" in out and "1280x720, 30 fps source" in out and "annotated mp4 written" in out
+
+
+def hd_clip(path: Path, num_frames: int = 16, width: int = 1920, height: int = 1080) -> Path:
+    """A 1080p clip with smooth shading and a moving block: fine detail that a resize path would show, and cheap to
+    encode (noise at 1080p is not)."""
+    y, x = np.mgrid[0:height, 0:width]
+    # Never dark: the label's black box in the top-left corner is what ``labelled`` looks for.
+    background = np.stack([60 + x * 190 // width, 60 + y * 190 // height, 60 + (x + y) * 120 // (width + height)], -1)
+    frames = np.repeat(background.astype(np.uint8)[None], num_frames, 0)
+    for t, frame in enumerate(frames):
+        left = 200 + 60 * t
+        frame[300:700, left:left + 240] = (230, 200, 40)
+        frame[420:440, left:left + 240] = (20, 20, 200)  # a thin stripe: aliasing would show in the model input
+    return write_video(path, frames, fps=30)
+
+
+def test_the_classifier_gets_small_frames_close_to_the_full_size_path(tmp_path):
+    """1080p is decoded straight to the classifier's size (twice the transform's resize on the short side): the
+    frames batch-classify decodes, and a model input within ~2/255 on average of the full-size frames'."""
+    from behavior.data.transforms import build_transform
+    from behavior.recipe import compose_recipe
+    from behavior.video.stream import open_source
+
+    clip = hd_clip(tmp_path / "hd.mp4")
+    transform_cfg = compose_recipe().transform  # the default model's 128 -> 112 crop
+    side = 2 * transform_cfg.size
+    source = open_source(str(clip), (side, None))
+    small, full = (np.stack(frames) for frames in zip(*source, strict=True))
+    source.close()
+    assert small.shape == (16, side, 455, 3) and full.shape == (16, 1080, 1920, 3)
+    with open_video(clip, max_short_side=side) as reader:
+        assert np.array_equal(reader.get_frames(list(range(16))).numpy(), small)
+    transform = build_transform(transform_cfg, train=False)
+    before, after = transform(torch.from_numpy(full[:8])), transform(torch.from_numpy(small[:8]))
+    assert before.shape == after.shape == (3, 8, 112, 112)
+    # Normalised units (std 0.225, so 0.01 is about 0.6/255): measured mean 0.024, max 0.19 (swscale's bilinear
+    # shrink then torchvision's antialiased one, against torchvision's alone); the bounds leave room for FFmpeg builds.
+    difference = (before - after).abs()
+    assert float(difference.mean()) < 0.05 and float(difference.max()) < 0.35
+
+
+def test_a_1080p_source_is_classified_small_and_written_at_the_shown_size(files, tmp_path, monkeypatch):
+    from behavior.live.session import SHOWN_SHORT_SIDE
+    from behavior.live.worker import StreamClassifier
+
+    classify, shapes = StreamClassifier.classify, set()
+
+    def record_shapes(self, job):
+        shapes.update(frame.shape for frame in job.frames)
+        return classify(self, job)
+
+    monkeypatch.setattr(StreamClassifier, "classify", record_shapes)
+    output = tmp_path / "hd_annotated.mp4"
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(hd_clip(tmp_path / "hd.mp4")),
+                         output=str(output), stride=4, window=0.5, roi=RoiConfig.preset("none").to_dict()))
+    assert stats.frames == 16 and stats.predictions == 4
+    assert shapes == {(80, 142, 3)}  # the tiny model's transform: short side 40, decoded at twice that
+    with open_video(output) as reader:
+        assert (reader.meta.height, reader.meta.width) == (SHOWN_SHORT_SIDE, 960) and len(reader) == 16
+        frames = reader.get_frames(list(range(16))).numpy()
+    assert [labelled(f) for f in frames] == [i >= 3 for i in range(16)]
+
+
+def test_a_region_of_interest_still_gets_full_size_frames(files, tmp_path, monkeypatch):
+    """The detector and the crop see the frames they saw in training; only what is written is made smaller."""
+    from behavior.live.worker import StreamClassifier
+
+    classify, shapes = StreamClassifier.classify, set()
+
+    def record_shapes(self, job):
+        shapes.update(frame.shape for frame in job.frames)
+        return classify(self, job)
+
+    monkeypatch.setattr(StreamClassifier, "classify", record_shapes)
+    clip = hd_clip(tmp_path / "hd.mp4", num_frames=8, width=1280, height=720)
+    stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(clip), output=str(tmp_path / "roi.mp4"),
+                         stride=8, window=0.5))  # the checkpoint's own roi=face
+    assert stats.predictions == 1 and shapes == {(720, 1280, 3)}
+    with open_video(tmp_path / "roi.mp4") as reader:
+        assert (reader.meta.height, reader.meta.width) == (540, 960)

@@ -1,12 +1,14 @@
-"""How fast live mode runs: the real-time factor on a 640x360, 25 fps source at the default model size.
+"""How fast live mode runs: the real-time factor on a generated source (640x360, 25 fps unless told) at the default
+model size.
 
-    python -m behavior.live.speed [--seconds 20] [--source FILE] [--rois none person] [--detect-every N]
-                                  [--repeat 3] [--no-output]
+    python -m behavior.live.speed [--seconds 20] [--size 1920x1080 --fps 30] [--source FILE]
+                                  [--rois none person] [--detect-every N] [--repeat 3] [--no-output]
 
 The source is a file, read as fast as live mode can take it, so the figure is the headroom a camera of that
 size and rate would have: a factor of 3 means a 25 fps camera leaves the machine two thirds idle. Without
-``--source``, 640x360 frames are made from the surveillance_fight clips beside the project (real people, so
-``roi=person`` has someone to find) or, when they are absent, from generated frames. The model is the
+``--source``, frames of ``--size`` are made from the surveillance_fight clips beside the project (real people,
+so ``roi=person`` has someone to find; scaled to cover the size, then centre-cropped) or, when they are absent,
+from generated frames. The model is the
 default recipe (conf/model/behaviornet.yaml, conf/sampling/tsn.yaml, conf/transform/default.yaml) with random
 weights: speed does not depend on what it learned. The annotated video is written unless ``--no-output``.
 """
@@ -14,6 +16,7 @@ weights: speed does not depend on what it learned. The annotated video is writte
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -29,42 +32,53 @@ from behavior.video import open_video
 from behavior.video.opencv import load_cv2
 from behavior.video.writer import VideoWriter
 
-WIDTH, HEIGHT, FPS = 640, 360, 25.0
+WIDTH, HEIGHT, FPS = 640, 360, 25.0  # the default generated source
 SURVEILLANCE = Path("../shared/datasets/surveillance_fight")  # like conf/data: relative to the working directory
 
 
-def _fit(frame: np.ndarray) -> np.ndarray:
-    """Scale to cover 640x360 and centre-crop: every source frame becomes exactly one benchmark frame."""
+def _fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale to cover width x height and centre-crop: every source frame becomes exactly one benchmark frame."""
     cv2 = load_cv2()
-    height, width = frame.shape[:2]
-    scale = max(WIDTH / width, HEIGHT / height)
-    resized = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    top, left = (resized.shape[0] - HEIGHT) // 2, (resized.shape[1] - WIDTH) // 2
-    return resized[top:top + HEIGHT, left:left + WIDTH]
+    rows, cols = frame.shape[:2]
+    scale = max(width / cols, height / rows)
+    # Area averaging shrinks without aliasing; enlarging (the 480x360 clips to 1080p) wants linear interpolation.
+    resized = cv2.resize(frame, (round(cols * scale), round(rows * scale)),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+    return resized[top:top + height, left:left + width]
 
 
-def make_source(path: Path, seconds: float) -> str:
-    """Write the 640x360 25 fps benchmark source; returns what it was made from."""
-    needed = round(seconds * FPS)
+def make_source(path: Path, seconds: float, width: int = WIDTH, height: int = HEIGHT, fps: float = FPS) -> str:
+    """Write the benchmark source (640x360 25 fps unless told); returns what it was made from."""
+    needed = round(seconds * fps)
     clips = sorted(SURVEILLANCE.glob("*/*.mp4")) if SURVEILLANCE.is_dir() else []
-    with VideoWriter(path, WIDTH, HEIGHT, FPS, quality=20) as writer:
+    with VideoWriter(path, width, height, fps, quality=20) as writer:
         if clips:
             for clip in clips:
                 with open_video(str(clip)) as reader:
                     count = min(len(reader), needed - writer.frames)
                     for start in range(0, count, 32):
                         for frame in reader.get_frames(list(range(start, min(count, start + 32)))).numpy():
-                            writer.write(_fit(frame))
+                            writer.write(_fit(frame, width, height))
                 if writer.frames >= needed:
                     used = clips.index(clip) + 1
-                    return f"{used} surveillance_fight clips (people fighting or walking), cut to 640x360"
+                    return f"{used} surveillance_fight clips (people fighting or walking), cut to {width}x{height}"
         rng = np.random.default_rng(0)
-        background = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        background = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        block_w, block_h = max(8, width // 8), max(8, height * 4 // 9)
         while writer.frames < needed:
-            frame, x = background.copy(), (writer.frames * 7) % (WIDTH - 80)
-            frame[140:300, x:x + 80] = (230, 200, 40)  # a moving block over noise: every frame differs
+            frame, x = background.copy(), (writer.frames * 7) % (width - block_w)
+            top = (height - block_h) // 2
+            frame[top:top + block_h, x:x + block_w] = (230, 200, 40)  # a moving block over noise: every frame differs
             writer.write(frame)
     return "generated frames (no surveillance_fight clips found)"
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) < 16 or int(height) < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: give WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(width), int(height)
 
 
 def default_checkpoint(path: Path, num_classes: int = 5) -> None:
@@ -84,6 +98,9 @@ def measure(checkpoint: Path, source: str, roi: str, output: Path | None, detect
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the generated source (default 20)")
+    parser.add_argument("--size", type=_size, default=(WIDTH, HEIGHT),
+                        help=f"frame size of the generated source, WIDTHxHEIGHT (default {WIDTH}x{HEIGHT})")
+    parser.add_argument("--fps", type=float, default=FPS, help=f"frame rate of the generated source (default {FPS:g})")
     parser.add_argument("--source", help="a video file to use instead (its own size and rate are kept)")
     parser.add_argument("--rois", nargs="+", default=["none", "person"], help="conf/roi options to measure")
     parser.add_argument("--detect-every", type=int, help="frames between detections (default: conf/live.yaml's)")
@@ -95,11 +112,13 @@ def main(argv: list[str] | None = None) -> None:
         source = args.source
         if source is None:
             source = str(folder / "source.mp4")
-            print(f"source: {make_source(Path(source), args.seconds)}; {args.seconds:g}s at 640x360, 25 fps")
+            width, height = args.size
+            made = make_source(Path(source), args.seconds, width, height, args.fps)
+            print(f"source: {made}; {args.seconds:g}s at {width}x{height}, {args.fps:g} fps")
         checkpoint = folder / "default.pt"
         default_checkpoint(checkpoint)
         with open_video(source) as reader:
-            fps = reader.meta.fps
+            fps, size = reader.meta.fps, f"{reader.meta.width}x{reader.meta.height}"
         rows = []
         for roi in args.rois:
             runs = []
@@ -115,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
                          stats.frames / fps / stats.seconds, factors[0], factors[-1], float(ms.mean()),
                          float(np.percentile(ms, 95))))
     every = args.detect_every or compose_config("live").detect_every
-    print(f"\nlive mode, default BehaviorNet (112x112, 8 frames), stride 8, window 2 s, a roi detection every {every} "
-          f"frames, {'no output' if args.no_output else 'annotated mp4 written'}; torch threads "
-          f"{torch.get_num_threads()}")
+    print(f"\nlive mode on a {size}, {fps:g} fps source, default BehaviorNet (112x112, 8 frames), stride 8, window "
+          f"2 s, a roi detection every {every} frames, {'no output' if args.no_output else 'annotated mp4 written'}; "
+          f"torch threads {max(1, (os.cpu_count() or 2) - 1)} (threads=auto: all cores but one)")
     print(f"median of {args.repeat} run(s) (range of the real-time factor in brackets)")
     print("| roi | frames | wall (s) | frames/s | real-time factor | latency mean (ms) | latency p95 (ms) |")
     print("|---|---|---|---|---|---|---|")

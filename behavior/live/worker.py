@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from behavior.data.roi import Region, RegionTracker
-from behavior.data.transforms import visible_box
 from behavior.engine.inference import Classifier, views_of
 from behavior.models import SpatialAttention
 
@@ -35,10 +34,8 @@ class Prediction:
     index: int
     label: str
     score: float
-    region: Region
-    box: tuple[int, int, int, int] | None  # region in pixels; None when the whole frame was used
-    seen: tuple[int, int, int, int]  # what the model saw, in pixels
-    heat: np.ndarray | None  # [h, w] attention over `seen`
+    region: Region  # in fractions of the frame: the annotated frames may be bigger than the classifier's
+    heat: np.ndarray | None  # [h, w] attention over the part of the region the model saw (``visible_box``)
     latency: float  # seconds from the newest frame's arrival to this prediction
 
 
@@ -113,16 +110,11 @@ class StreamClassifier:
 
     @torch.no_grad()
     def classify(self, job: Job) -> Prediction:
-        settings = self.classifier.pipeline
-        newest = job.frames[-1]
-        height, width = newest.shape[:2]
-        region = self.tracker.update(job.index, newest, job.index - len(job.frames) + 1)
-        videos, _ = views_of(FrameWindow(job.frames), settings, self.transform, region=region)
+        region = self.tracker.update(job.index, job.frames[-1], job.index - len(job.frames) + 1)
+        videos, _ = views_of(FrameWindow(job.frames), self.classifier.pipeline, self.transform, region=region)
         probs = self.classifier.probabilities(videos[None])[0].numpy()
         best = int(np.argmax(probs))
-        box = region.pixels(width, height)
         return Prediction(job.index, self.classifier.class_names[best], float(probs[best]), region,
-                          box if region.found else None, visible_box(box, settings.transform),
                           self._heat(len(videos)) if self.heatmap else None, time.perf_counter() - job.read_at)
 
     def _heat(self, num_views: int) -> np.ndarray:
