@@ -6,7 +6,7 @@ For each length a 640x360, 25 fps H.264 recording is made (surveillance_fight cl
 they are absent; the live benchmark's source) and remuxed into each container without re-encoding, so every
 container holds the same stream. ``python -m behavior.predict`` then runs in window mode on it in a fresh process
 with the default recipe's untrained BehaviorNet (speed does not depend on the weights). Printed per recording: wall
-time, real-time factor (recording length / wall time), the process's peak resident memory, and the time of
+time, real-time factor (recording length / wall time), the main process's peak resident memory (VmHWM), and the time of
 ``ffmpeg -i FILE -f null -`` (decoding only, the floor for any reader). The command's fixed cost (starting Python,
 importing torch, loading the checkpoint) is measured on a 2 s recording and taken off to give the time the video
 itself costs, and its real-time factor: the rate a recording hours long is classified at. Two lengths show how that
@@ -38,18 +38,33 @@ def ffmpeg_seconds(path: Path) -> float | None:
     return time.perf_counter() - start
 
 
+# Runs a module as ``python -m`` would and, at exit, writes its own peak resident set (VmHWM) to $HWM_FILE. The
+# child's rusage would not do: a child forked from this process counts this process's peak until it calls exec.
+PEAK_PROBE = """
+import atexit, os, runpy, sys
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+    with open(os.environ["HWM_FILE"], "w") as out:
+        out.write(kib)
+atexit.register(peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def predict_window_mode(checkpoint: Path, video: Path, output: Path, window: float,
                         stride: float) -> tuple[float, float]:
-    """Wall seconds and peak resident MiB of one ``behavior.predict`` process in window mode."""
-    command = [sys.executable, "-m", "behavior.predict", f"checkpoint={checkpoint}", f"input={video}",
+    """Wall seconds and peak resident MiB (of the main process) of one ``behavior.predict`` process in window mode."""
+    peak_file = output.with_suffix(".peak")
+    command = [sys.executable, "-c", PEAK_PROBE, "behavior.predict", f"checkpoint={checkpoint}", f"input={video}",
                f"output={output}", f"predict.window={window}", f"predict.stride={stride}", "progress=false"]
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone: its peak RSS
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, env={**os.environ, "HWM_FILE": str(peak_file)})
     seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"behavior.predict failed on {video} (exit {os.waitstatus_to_exitcode(status)})")
-    return seconds, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"behavior.predict failed on {video} (exit {proc.returncode})")
+    return seconds, int(peak_file.read_text()) / 1024
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ from behavior.engine.inference import failure_reason, salvaging
 from behavior.video import VideoDecodeError, VideoReader
 
 Span = tuple[int, int]  # (first frame, frame count) of a window
-DECODE_THREADS = 2  # FFmpeg threads of the one worker: the model's forward passes leave a core idle in between
+DECODE_THREADS = 2  # FFmpeg threads of the one worker: they use the core the model leaves idle between batches
 
 
 class WindowFrames:
