@@ -69,7 +69,7 @@ BREAKS = [
           "            if num_workers == 0 or not worker_lost(err):\n                raise",
           "            if True:\n                raise",
           ("tests/test_predict.py::test_a_crashing_decoder_costs_one_error_row",), HANG),
-    Break("decode-open-errors-escape", "Any bytes give frames or a VideoDecodeError", "behavior/video/pyav_reader.py",
+    Break("decode-open-errors-escape", "Any bytes give frames or a VideoDecodeError", "behavior/video/pyav_scan.py",
           "    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:\n        if _looks",
           "    except OSError as exc:\n        if _looks",
           ("tests/test_fuzz_decode.py::test_random_bytes_give_a_decode_error",)),

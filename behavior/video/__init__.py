@@ -15,7 +15,8 @@ from behavior.config import Settings
 from behavior.video.base import BACKENDS, VideoMeta, VideoReader, check_backend, describe
 from behavior.video.decord_reader import DecordReader, load_decord
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
-from behavior.video.pyav_reader import PyAVReader, scan_leading_frames, scan_video
+from behavior.video.pyav_reader import PyAVReader
+from behavior.video.pyav_scan import scan_leading_frames, scan_video
 from behavior.video.torchcodec_reader import TorchCodecReader, load_torchcodec
 
 __all__ = [

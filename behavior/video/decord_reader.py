@@ -15,7 +15,7 @@ import torch
 
 from behavior.video.base import VideoReader, judge_decode
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
-from behavior.video.pyav_reader import Scan, scan_video
+from behavior.video.pyav_scan import Scan, scan_video
 
 _INSTALL = "pip install decord"
 _quieted = False

@@ -9,7 +9,7 @@ import torch
 
 from behavior.video.base import VideoReader
 from behavior.video.errors import DecoderUnavailableError, VideoDecodeError
-from behavior.video.pyav_reader import Scan, scan_video
+from behavior.video.pyav_scan import Scan, scan_video
 
 _FFMPEG_HINT = ("install the FFmpeg shared libraries (versions 4-8): apt-get install -y ffmpeg "
                 "(or conda install -c conda-forge 'ffmpeg<8'), then make sure torchcodec matches your torch: "
