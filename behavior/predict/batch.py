@@ -261,13 +261,13 @@ def classify_into(sink: PredictionsFile, cfg: PredictSettings, classifier, k: in
     failures: list[ClipResult] = []
     try:
         with Progress(total=len(todo), desc="predict", unit="clip", enabled=progress) as bar:
-            if windows:  # one video at a time, decoded front to back by one worker; its windows are batched
+            if windows:  # one video at a time, its windows shared among the workers; each decodes its share once
                 target = Path(os.path.abspath(str(cfg.input)))
                 identity = json.dumps({"sha256": provenance.file_sha256(cfg.checkpoint),
                                        **run_settings(classifier, k, windows)}, sort_keys=True)
                 stream = classify_timelines(classifier, todo, windows, cfg.batch_size, output,
                                             target if target.is_dir() else target.parent, identity,
-                                            min(cfg.num_workers, 1), cfg.decode.timeout, progress)
+                                            cfg.num_workers, cfg.decode.timeout, progress)
             else:
                 stream = classify_paths(classifier, todo, cfg.batch_size, cfg.num_workers, cfg.decode.timeout)
             for results in stream:

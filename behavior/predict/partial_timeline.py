@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ def _region_of(saved: list) -> Region:
 
 
 class PartialTimeline:
-    """The finished windows of one video (``spans``, ``probs`` [N, C] float32 rows, ``region``)."""
+    """The finished windows of one video (``spans``, ``probs`` [N, C] float32 rows, ``region``), in the order they were
+    finished (several workers finish windows from several places of the video)."""
 
     def __init__(self, path: Path, video: str, identity: str, class_names: Sequence[str]):
         self.path = path
@@ -79,9 +80,11 @@ class PartialTimeline:
         self.region = region
         return self
 
-    def begin(self, region: Region, keep: int) -> None:
-        """Start writing: the first ``keep`` windows held stay, with ``region``; the file is rewritten to that."""
-        del self.spans[keep:], self.probs[keep:]
+    def begin(self, region: Region, kept: Collection[Span]) -> None:
+        """Start writing: of the windows held, those in ``kept`` stay, with ``region``; the file is rewritten so."""
+        kept = set(kept)
+        rows = [(span, p) for span, p in zip(self.spans, self.probs, strict=True) if span in kept]
+        self.spans, self.probs = [span for span, _ in rows], [p for _, p in rows]
         self.region = region
         self.close()
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:

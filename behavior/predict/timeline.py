@@ -14,11 +14,12 @@ Per video, ``<output stem>_timelines/<path under input>.csv`` (columns start, en
 ``.png`` label strip of the same segments are written atomically, before the video's row goes into ``output``; so
 a video that has a row also has its timeline, and a re-run skips it.
 
-A video is decoded front to back once by a DataLoader worker (``behavior.predict.window_stream``) while this process
-classifies the windows already decoded; ``decode.timeout`` bounds each batch of windows. While a video is in
-progress its finished windows are kept in ``<timeline>.part`` (``behavior.predict.partial_timeline``), so a run
-killed part-way goes on from its last finished window and ends with the timeline an uninterrupted run writes. A
-decoder that hangs or crashes part-way costs the video an error row; the windows before are kept as its timeline.
+A video's windows are shared among the DataLoader workers, each decoding its share front to back once
+(``behavior.predict.window_stream``), while this process classifies the windows already decoded; ``decode.timeout``
+bounds each batch of windows. While a video is in progress its finished windows are kept in ``<timeline>.part``
+(``behavior.predict.partial_timeline``), so a run killed part-way classifies only the windows not yet finished and
+ends with the timeline an uninterrupted run writes. A decoder that hangs or crashes part-way costs the video an error
+row; the windows finished from its start on are kept as its timeline.
 """
 
 from __future__ import annotations
@@ -137,58 +138,100 @@ def timeline_of(spans: Sequence[tuple[int, int]], probs: Sequence[np.ndarray], c
 
 def video_timeline(classifier: Classifier, path: str, config: WindowConfig, batch_size: int, part: PartialTimeline,
                    workers: int = 1, timeout: float | None = None, progress: bool = False) -> Timeline:
-    """The timeline of one video, decoded in a worker while the model classifies the windows already decoded.
+    """The timeline of one video, decoded by ``workers`` DataLoader workers (each its share of the windows) while
+    this process classifies the windows already decoded.
 
     ``part`` holds the windows an interrupted run finished (they are not classified again) and gets each batch as
     it is done. A truncated or corrupt video is done over its leading frames that decode; a decoder that hangs
     longer than ``timeout`` seconds for one batch, or crashes, raises WindowFailure with the windows before it."""
     part.load()
-    stream = WindowStream(path, classifier.pipeline, config, batch_size, part.spans, part.region)
-    items, opened, bar = window_items(stream, workers, timeout), None, None
     threads = torch.get_num_threads()
-    if workers:  # the decoding worker keeps a core busy: torch threads spinning for it would slow the model down
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    if workers:  # the decoding workers keep cores busy: torch threads spinning for them would slow the model down
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - workers))
+    run = WindowRun(classifier, path, part, progress)
     try:
-        for item in items:
-            if isinstance(item, Failed):
-                raise VideoDecodeError(path, item.reason)
-            if isinstance(item, Opened):
-                if item.keep and opened is None:
-                    print(printable(f"{path}: going on from window {item.keep + 1} of {len(item.spans)} (the "
-                                    f"windows an interrupted run finished are in {part.path.name})"), flush=True)
-                opened = item
-                part.begin(item.region, item.keep)
-                if bar is not None:
-                    bar.close()
-                bar = Progress(total=len(item.spans), desc=os.path.basename(path)[-30:], unit="window", leave=False,
-                               enabled=progress, position=1)
-                bar.update(item.keep)
-                continue
-            probs = classifier.probabilities(item.views).numpy()
-            part.add(opened.spans[item.first: item.first + len(probs)], probs)
-            bar.update(len(probs))
-    except RuntimeError as err:
-        reason = worker_lost(err)
-        if reason is None:
-            raise
-        if reason.startswith("decoding timed out"):
-            reason = f"decoding timed out after {timeout:g}s (abandoned)"
-        done = len(part.spans)
-        if opened is None or not done:
-            raise WindowFailure(reason, None) from None
-        at = part.spans[-1][0] + part.spans[-1][1]
-        raise WindowFailure(f"{reason} after {at / opened.fps:.1f}s of {opened.num_frames / opened.fps:.1f}s; "
-                            f"the timeline covers the {done} window(s) before", timeline_of(
-                                part.spans, part.probs, classifier.class_names, at, opened.fps, opened.warning,
-                                opened.region)) from None
+        while not run.classify(WindowStream(path, classifier.pipeline, config, batch_size, part.spans, part.region),
+                               workers, timeout):
+            workers = 1  # a worker found the video damaged part-way: one worker redoes it over what decodes
     finally:
-        del items  # shuts the worker down (a hung one is terminated)
         torch.set_num_threads(threads)
-        if bar is not None:
-            bar.close()
-        part.close()
-    return timeline_of(part.spans, part.probs, classifier.class_names, opened.num_frames, opened.fps,
-                       opened.warning, opened.region)
+        run.close()
+    return run.timeline(len(run.opened.spans))
+
+
+class WindowRun:
+    """The main-process side of one video: the windows' probabilities into ``part``, progress, the timeline."""
+
+    def __init__(self, classifier: Classifier, path: str, part: PartialTimeline, progress: bool):
+        self.classifier, self.path, self.part, self.progress = classifier, path, part, progress
+        self.opened: Opened | None = None
+        self.bar: Progress | None = None
+
+    def classify(self, stream: WindowStream, workers: int, timeout: float | None) -> bool:
+        """Classify what ``stream`` sends; False when the workers no longer agree on the video's windows."""
+        items = window_items(stream, workers, timeout)
+        try:
+            for item in items:
+                if isinstance(item, Failed):
+                    raise VideoDecodeError(self.path, item.reason)
+                if isinstance(item, Opened):
+                    if self.opened is not None and (item.spans, item.region) == (self.opened.spans,
+                                                                                 self.opened.region):
+                        continue  # another worker's view of the same windows
+                    if self.opened is not None and workers > 1:
+                        return False
+                    self._open(item)
+                    continue
+                probs = self.classifier.probabilities(item.views).numpy()
+                self.part.add([self.opened.spans[w] for w in item.windows], probs)
+                self.bar.update(len(probs))
+        except RuntimeError as err:
+            reason = worker_lost(err)
+            if reason is None:
+                raise
+            if reason.startswith("decoding timed out"):
+                reason = f"decoding timed out after {timeout:g}s (abandoned)"
+            raise self.failure(reason) from None
+        finally:
+            del items  # shuts the workers down (a hung one is terminated)
+        return True
+
+    def _open(self, item: Opened) -> None:
+        if item.kept and self.opened is None:
+            print(printable(f"{self.path}: {len(item.kept)} of {len(item.spans)} windows were finished by an "
+                            f"interrupted run (kept in {self.part.path.name}); classifying the other "
+                            f"{len(item.spans) - len(item.kept)}"), flush=True)
+        self.opened = item
+        self.part.begin(item.region, item.kept)
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = Progress(total=len(item.spans), desc=os.path.basename(self.path)[-30:], unit="window",
+                            leave=False, enabled=self.progress, position=1)
+        self.bar.update(len(self.part.spans))
+
+    def timeline(self, count: int) -> Timeline:
+        """The timeline of the video's first ``count`` windows, which must all be done."""
+        opened, done = self.opened, dict(zip(self.part.spans, self.part.probs, strict=True))
+        spans = opened.spans[:count]
+        frames = opened.num_frames if count == len(opened.spans) else spans[-1][0] + spans[-1][1]
+        return timeline_of(spans, [done[s] for s in spans], self.classifier.class_names, frames, opened.fps,
+                           opened.warning, opened.region)
+
+    def failure(self, reason: str) -> WindowFailure:
+        """The video stopped part-way: the reason, and the timeline of the windows finished from its start on."""
+        opened, done = self.opened, set(self.part.spans)
+        count = next((w for w, span in enumerate(opened.spans) if span not in done), len(opened.spans)) \
+            if opened is not None else 0
+        if not count:
+            return WindowFailure(reason, None)
+        timeline = self.timeline(count)
+        return WindowFailure(f"{reason} after {timeline.duration:.1f}s of {opened.num_frames / opened.fps:.1f}s; "
+                             f"the timeline covers the {count} window(s) before", timeline)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.part.close()
 
 
 def timeline_path(folder: Path, root: Path, video: str) -> Path:

@@ -1,12 +1,12 @@
 """The decoding side of window mode: one video's windows, read front to back once and transformed, in batches.
 
-:class:`WindowStream` runs inside a DataLoader worker (a process of its own, so ``decode.timeout`` bounds it and
-decoding overlaps the model in the main process). It sends an :class:`Opened` when the video is open (its windows,
-region, warning and how many windows the consumer already holds stay valid), then one :class:`Windows` per batch, or
-a :class:`Failed` naming why the video cannot be read. A clip found truncated or corrupt part-way is opened again over
-its leading frames that decode (``engine.inference.salvaging``); the windows sent before stay valid as far as the
-new windows agree with them, so nothing is decoded twice that need not be, and a resumed run (``done``) goes on from
-its last finished window the same way.
+:class:`WindowStream` runs inside DataLoader workers (processes of their own, so ``decode.timeout`` bounds them and
+decoding overlaps the model in the main process); with several workers each decodes its own contiguous share of the
+windows, the later ones from a keyframe near their first window. Each worker sends an :class:`Opened` when the
+video is open (its windows, region, warning, and which windows the consumer already holds stay valid), then one
+:class:`Windows` per batch, or a :class:`Failed` naming why the video cannot be read. A clip found truncated or
+corrupt part-way is opened again over its leading frames that decode (``engine.inference.salvaging``); the windows
+already done stay valid where the new windows are the same, and a resumed run (``done``) skips them the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from behavior.data.flow import frames_needed, with_flow
 from behavior.data.pipeline import ClipPipeline, one_thread
@@ -33,13 +33,13 @@ class WindowFrames:
     """The frames a video's windows sample, read front to back once: each batch of windows decodes only the frames
     past the last one read, and the frames later windows still need are held (about one window's worth), so the
     reader never seeks back, which for a container without a seek index (mkv, webm, ts) would mean decoding
-    again from its first frame. Windows before ``start`` are not read at all.
+    again from its first frame. Only the windows of ``todo`` (ascending; default all) are read, in that order.
 
     The evaluation transform treats each frame alone (resize, centre crop, normalize: checked by the tests), so RGB
     frames are transformed once when decoded, not once per window that samples them."""
 
     def __init__(self, reader: VideoReader, spans: Sequence[Span], pipeline: ClipPipeline, transform,
-                 region: Region = WHOLE_FRAME, start: int = 0):
+                 region: Region = WHOLE_FRAME, todo: Sequence[int] | None = None):
         self.reader, self.pipeline, self.transform, self.region = reader, pipeline, transform, region
         self.views = [[[first + i for i in view] for view in sample_views(count, pipeline.sampling)]
                       for first, count in spans]
@@ -47,14 +47,16 @@ class WindowFrames:
         flow = [[] if pipeline.flow is None else frames_needed(s, len(reader), pipeline.flow.stack) for s in sampled]
         self.sampled = sampled
         self.needed = [sorted({*s, *f}) for s, f in zip(sampled, flow, strict=True)]
-        self.every = sorted({i for needed in self.needed[start:] for i in needed})
+        self.todo = list(range(len(spans))) if todo is None else list(todo)
+        self.every = sorted({i for w in self.todo for i in self.needed[w]})
         self.per_frame = pipeline.flow is None
         self.held: dict[int, torch.Tensor] = {}
         self.read_up_to = -1
+        self.done = 0  # windows of todo read so far
 
-    def batch(self, first: int, last: int) -> torch.Tensor:
-        """Evaluation views of windows ``first``..``last - 1``, ``[B, V, C, T, S, S]``."""
-        top = max(self.needed[w][-1] for w in range(first, last))
+    def batch(self, windows: Sequence[int]) -> torch.Tensor:
+        """Evaluation views of ``windows`` (the next ones of ``todo``), ``[B, V, C, T, S, S]``."""
+        top = max(self.needed[w][-1] for w in windows)
         new = self.every[bisect.bisect_right(self.every, self.read_up_to): bisect.bisect_right(self.every, top)]
         if new:
             frames = crop_frames(self.reader.get_frames(new), self.region)
@@ -63,24 +65,25 @@ class WindowFrames:
         self.read_up_to = max(self.read_up_to, top)
         if self.per_frame:
             views = torch.stack([torch.stack([torch.stack([self.held[i] for i in view], dim=1) for view in views])
-                                 for views in self.views[first:last]])
+                                 for views in (self.views[w] for w in windows)])
         else:
-            views = self._flow_views(first, last)
-        later = [self.needed[w][0] for w in range(last, len(self.views))]
+            views = self._flow_views(windows)
+        self.done += len(windows)
+        later = [self.needed[w][0] for w in self.todo[self.done:]]
         keep_from = min(later) if later else self.read_up_to + 1
         self.held = {i: frame for i, frame in self.held.items() if i >= keep_from}
         return views
 
-    def _flow_views(self, first: int, last: int) -> torch.Tensor:
+    def _flow_views(self, windows: Sequence[int]) -> torch.Tensor:
         # Flow channels come from each sampled frame's neighbours, so clips are transformed whole, as in training.
-        wanted = sorted({i for w in range(first, last) for i in self.needed[w]})
+        wanted = sorted({i for w in windows for i in self.needed[w]})
         frames = torch.stack([self.held[i] for i in wanted])
         position = {index: k for k, index in enumerate(wanted)}
-        sampled = sorted({i for w in range(first, last) for i in self.sampled[w]})
+        sampled = sorted({i for w in windows for i in self.sampled[w]})
         frames, position = with_flow(frames, position, sampled, len(self.reader), self.pipeline.flow,
                                      self.pipeline.rgb, self.pipeline.resize)
         return torch.stack([torch.stack([self.transform(frames[[position[i] for i in view]]) for view in views])
-                            for views in self.views[first:last]])
+                            for views in (self.views[w] for w in windows)])
 
 
 @dataclass
@@ -90,12 +93,12 @@ class Opened:
     num_frames: int
     region: Region
     warning: str  # partly decoded, stream cut short; empty for a clean video
-    keep: int  # windows the consumer holds that stay valid: the stream goes on from there
+    kept: list[Span]  # the windows the consumer holds that stay valid: the stream does the others
 
 
 @dataclass
 class Windows:
-    first: int  # index of the first window in this batch
+    windows: list[int]  # indices of the windows in this batch
     views: torch.Tensor  # [B, V, C, T, S, S]
 
 
@@ -122,18 +125,18 @@ def window_spans(num_frames: int, fps: float, config: WindowConfig) -> list[Span
     return [(start, size) for start in starts]
 
 
-def agreeing(held: Sequence[Span], spans: Sequence[Span]) -> int:
-    """How many leading windows of ``held`` are also the leading windows of ``spans``."""
-    count = 0
-    for a, b in zip(held, spans, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
+def share(todo: Sequence[int], batch_size: int, worker: int, workers: int) -> list[list[int]]:
+    """Worker ``worker``'s batches of ``todo``: the batches, cut from the start, split into ``workers`` contiguous
+    runs. Cut the same way whatever the number of workers, so the model sees the same batches."""
+    batches = [list(todo[at: at + batch_size]) for at in range(0, len(todo), batch_size)]
+    return batches[worker * len(batches) // workers: (worker + 1) * len(batches) // workers]
 
 
 class WindowStream(IterableDataset):
-    """One video's window batches (see the module docstring); ``done``/``done_region``: what a resumed run holds."""
+    """One video's window batches (see the module docstring); ``done``/``done_region``: what a resumed run holds.
+
+    In a DataLoader with several workers, each opens the video and decodes its own contiguous share of the windows
+    (the second from a keyframe near its first window), so a video is decoded by several processes at once."""
 
     def __init__(self, path: str, pipeline: ClipPipeline, config: WindowConfig, batch_size: int,
                  done: Sequence[Span] = (), done_region: Region | None = None, threads: int = 1):
@@ -141,27 +144,30 @@ class WindowStream(IterableDataset):
         self.batch_size, self.done, self.done_region, self.threads = batch_size, list(done), done_region, threads
 
     def __iter__(self) -> Iterator[Opened | Windows | Failed]:
-        held, held_region = list(self.done), self.done_region
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        held, held_region = set(self.done), self.done_region
 
         def windows(reader: VideoReader, warning: str) -> Iterator[Opened | Windows]:
-            nonlocal held_region
+            nonlocal held, held_region
             n, fps = len(reader), reader.meta.fps
             if fps <= 0:
                 raise VideoDecodeError(reader.path, "frame rate unknown: windows cannot be placed in time")
             spans = window_spans(n, fps, self.config)
             # One region for the whole video, from detections spread over it (see behavior.data.roi).
             region = region_of_reader(reader, self.pipeline.roi)
-            keep = agreeing(held, spans) if region == held_region or not held else 0
-            del held[keep:]
+            held = {s for s in spans if s in held} if region == held_region else set()
             held_region = region
-            yield Opened(spans, fps, n, region, warning, keep)
+            yield Opened(spans, fps, n, region, warning, sorted(held))
+            todo = [w for w, span in enumerate(spans) if span not in held]
+            mine = share(todo, self.batch_size, worker, workers)
             frames = WindowFrames(reader, spans, self.pipeline, self.pipeline.clip_transform(train=False), region,
-                                  start=keep)
+                                  [w for batch in mine for w in batch])
             reader.read_only(frames.every).decode_threads(self.threads)
-            for at in range(keep, len(spans), self.batch_size):
-                last = min(at + self.batch_size, len(spans))
-                yield Windows(at, frames.batch(at, last))
-                held.extend(spans[at:last])
+            reader.seek_unindexed = True  # a share or a resumed run may start far into the video
+            for batch in mine:
+                yield Windows(batch, frames.batch(batch))
+                held.update(spans[w] for w in batch)
 
         try:
             yield from salvaging(self.path, self.pipeline, windows)
@@ -174,11 +180,12 @@ def _as_is(item):
 
 
 def window_items(stream: WindowStream, workers: int, timeout: float | None) -> Iterator[Opened | Windows | Failed]:
-    """The stream's items, from one DataLoader worker (waiting at most ``timeout`` seconds for each) or, with
-    ``workers=0``, from this process (no time limit)."""
+    """The stream's items, from ``workers`` DataLoader workers (waiting at most ``timeout`` seconds for each item;
+    each worker sends its Opened, then its batches) or, with ``workers=0``, from this process (no time limit)."""
     if workers == 0:
         return iter(stream)
-    stream.threads = DECODE_THREADS  # the worker opens its own decoder, so its threads are its own
-    loader = DataLoader(stream, batch_size=None, num_workers=1, collate_fn=_as_is, worker_init_fn=one_thread,
+    if workers == 1:
+        stream.threads = DECODE_THREADS  # the worker opens its own decoder, so its threads are its own
+    loader = DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is, worker_init_fn=one_thread,
                         timeout=timeout or 0, prefetch_factor=2)
     return iter(loader)

@@ -124,6 +124,10 @@ class VideoReader(abc.ABC):
         self._pid = os.getpid()
         self.planned: frozenset[int] | None = None  # see read_only
         self.threads = 1  # see decode_threads
+        # PyAV: seek to the keyframe before a read even without a full index (mkv: its cues list the keyframes); a
+        # seek that lands past the frame falls back to decoding from the start. For a reader that starts far into a
+        # long video once (window mode); reads of sampled frames keep to what is exact.
+        self.seek_unindexed = False
 
     def read_only(self, indices: Sequence[int]) -> VideoReader:
         """Promise that only ``indices`` will be read from now on (window mode knows every frame it samples up front).

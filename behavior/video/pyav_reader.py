@@ -154,7 +154,7 @@ class PyAVReader(VideoReader):
         container = self._container()
         while todo < len(wanted):
             target = wanted[todo]
-            key = self._keyframe_before(target) if self.scan.indexed else 0
+            key = self._keyframe_before(target) if self.scan.indexed or self.seek_unindexed else 0
             frames = self._resume(key, target)
             if frames is None:
                 if key > 0:
