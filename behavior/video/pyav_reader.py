@@ -82,12 +82,13 @@ class PyAVReader(VideoReader):
             self._fresh = True
         return self._handle
 
-    def _frames(self, container):
-        """Decoded frames in presentation order; a packet that fails to decode is skipped, and so is a
-        non-reference frame outside ``planned`` (nothing needs it: the decoder does not even decode it)."""
+    def _frames(self, container, skip: bool = False):
+        """Decoded frames in presentation order; a packet that fails to decode is left out, and with ``skip`` (for
+        a caller that names frames by pts) so is a non-reference frame outside ``planned``: nothing needs it, so
+        the decoder does not even decode it."""
         stream = container.streams[self.scan.stream_index]
         self._fresh = False
-        planned = self.planned if self._index_of is not None and stream.codec_context is not None else None
+        planned = self.planned if skip and self._index_of is not None and stream.codec_context is not None else None
         skipping = None  # unknown: an earlier pass over this container may have left skipping on
         for packet in container.demux(stream):
             if planned is not None and packet.pts is not None:
@@ -154,7 +155,11 @@ class PyAVReader(VideoReader):
         container = self._container()
         while todo < len(wanted):
             target = wanted[todo]
-            key = self._keyframe_before(target) if self.scan.indexed or self.seek_unindexed else 0
+            # Without a full index only Matroska/WebM (whose cues list the keyframes) is worth one seek, and only to
+            # start: after that, decoding on from where the last read stopped is never slower.
+            cues = self.seek_unindexed and self._cursor is None and "matroska" in container.format.name
+            exact = self.scan.indexed
+            key = self._keyframe_before(target) if exact or cues else 0
             frames = self._resume(key, target)
             if frames is None:
                 if key > 0:
@@ -162,7 +167,7 @@ class PyAVReader(VideoReader):
                                    backward=True)
                 elif not self._fresh:
                     container = self._container(reopen=True)
-                frames = self._frames(container)
+                frames = self._frames(container, skip=True)
             self._cursor = None
             started, reseek = False, False
             for frame in frames:
@@ -174,8 +179,8 @@ class PyAVReader(VideoReader):
                     continue
                 if not started:
                     started = True
-                    if key > 0 and index > target:
-                        raise _Resync  # the seek landed past the frame we need
+                    if key > 0 and (index > target or (not exact and index != key)):
+                        raise _Resync  # the seek landed past the frame we need (or, unindexed, past its keyframe)
                 while todo < len(wanted) and wanted[todo] < index:
                     todo += 1  # that frame failed to decode; _read reports it missing
                 if todo < len(wanted) and wanted[todo] == index:
