@@ -1,10 +1,11 @@
 """How fast window mode reads a long recording, per container, beside FFmpeg decoding the same file.
 
-    python -m behavior.predict.window_speed [--seconds 100 400] [--containers mp4 mkv] [--window 2] [--stride 1]
+    python -m behavior.predict.window_speed [--seconds 100 400] [--containers mp4 mkv ts] [--window 2] [--stride 1]
 
 For each length a 640x360, 25 fps H.264 recording is made (surveillance_fight clips joined, or generated frames when
 they are absent; the live benchmark's source) and remuxed into each container without re-encoding, so every
-container holds the same stream. ``python -m behavior.predict`` then runs in window mode on it in a fresh process
+container holds the same stream (their timelines must be identical: any difference stops the benchmark, a reader's
+bug such as a seek landing wrong). ``python -m behavior.predict`` then runs in window mode on it in a fresh process
 with the default recipe's untrained BehaviorNet (speed does not depend on the weights). Printed per recording: wall
 time, real-time factor (recording length / wall time), the main process's peak resident memory (VmHWM), and the time of
 ``ffmpeg -i FILE -f null -`` (decoding only, the floor for any reader). The command's fixed cost (starting Python,
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from behavior.live.speed import FPS, default_checkpoint, make_source
+from behavior.predict.timeline import timeline_path, timelines_folder
 from behavior.video.writer import remux
 
 
@@ -70,7 +72,7 @@ def predict_window_mode(checkpoint: Path, video: Path, output: Path, window: flo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[100.0, 400.0], help="recording lengths")
-    parser.add_argument("--containers", nargs="+", default=["mp4", "mkv"], help="containers to compare")
+    parser.add_argument("--containers", nargs="+", default=["mp4", "mkv", "ts"], help="containers to compare")
     parser.add_argument("--window", type=float, default=2.0, help="predict.window in seconds (default 2)")
     parser.add_argument("--stride", type=float, default=1.0, help="predict.stride in seconds (default 1)")
     args = parser.parse_args(argv)
@@ -87,13 +89,20 @@ def main(argv: list[str] | None = None) -> None:
         for seconds in args.seconds:
             made = folder / f"recording_{seconds:g}s.mp4"
             print(f"{made.name}: {make_source(made, seconds)}", flush=True)
+            timelines = set()
             for container in args.containers:
                 video = made if container == "mp4" else remux(made, made.with_suffix(f".{container}"))
-                wall, peak = predict_window_mode(checkpoint, video, folder / f"{video.name}.csv", args.window,
-                                                 args.stride)
+                output = folder / f"{video.name}.csv"
+                wall, peak = predict_window_mode(checkpoint, video, output, args.window, args.stride)
                 rows.append((seconds, container, wall, peak, ffmpeg_seconds(video)))
                 print(f"  .{container}: {wall:.1f}s ({seconds / wall:.1f}x real time), peak {peak:.0f} MiB",
                       flush=True)
+                timelines.add(timeline_path(timelines_folder(output), folder, str(video)).read_bytes())
+            # One stream in every container: any difference is a reader's bug (a seek that landed wrong, say).
+            if len(timelines) > 1:
+                raise SystemExit(f"the {seconds:g} s recording's timelines differ between containers "
+                                 f"{', '.join(args.containers)}")
+            print(f"  timelines identical in {', '.join(args.containers)}", flush=True)
     print(f"\nwindow mode, default BehaviorNet (untrained), predict.window={args.window:g} "
           f"predict.stride={args.stride:g}, 640x360 {FPS:g} fps H.264; fixed cost of the command {fixed:.1f}s")
     print("| length (s) | container | predict (s) | real-time factor | without the fixed cost | peak RSS (MiB) "
