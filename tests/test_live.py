@@ -296,8 +296,8 @@ def test_the_classifier_gets_small_frames_close_to_the_full_size_path(tmp_path):
     assert float(difference.mean()) < 0.05 and float(difference.max()) < 0.35
 
 
-def test_a_1080p_source_is_classified_small_and_written_at_the_shown_size(files, tmp_path, monkeypatch):
-    from behavior.live.session import SHOWN_SHORT_SIDE
+def window_frame_shapes(monkeypatch) -> set:
+    """The shapes of the frames the classifier's worker is handed, collected as live mode runs."""
     from behavior.live.worker import StreamClassifier
 
     classify, shapes = StreamClassifier.classify, set()
@@ -307,6 +307,12 @@ def test_a_1080p_source_is_classified_small_and_written_at_the_shown_size(files,
         return classify(self, job)
 
     monkeypatch.setattr(StreamClassifier, "classify", record_shapes)
+    return shapes
+
+
+def test_a_1080p_source_is_classified_small_and_written_at_the_shown_size(files, tmp_path, monkeypatch):
+    from behavior.live.session import SHOWN_SHORT_SIDE
+    shapes = window_frame_shapes(monkeypatch)
     output = tmp_path / "hd_annotated.mp4"
     stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(hd_clip(tmp_path / "hd.mp4")),
                          output=str(output), stride=4, window=0.5, roi=RoiConfig.preset("none").to_dict()))
@@ -320,15 +326,7 @@ def test_a_1080p_source_is_classified_small_and_written_at_the_shown_size(files,
 
 def test_a_region_of_interest_still_gets_full_size_frames(files, tmp_path, monkeypatch):
     """The detector and the crop see the frames they saw in training; only what is written is made smaller."""
-    from behavior.live.worker import StreamClassifier
-
-    classify, shapes = StreamClassifier.classify, set()
-
-    def record_shapes(self, job):
-        shapes.update(frame.shape for frame in job.frames)
-        return classify(self, job)
-
-    monkeypatch.setattr(StreamClassifier, "classify", record_shapes)
+    shapes = window_frame_shapes(monkeypatch)
     clip = hd_clip(tmp_path / "hd.mp4", num_frames=8, width=1280, height=720)
     stats = run(live_cfg(checkpoint=str(files["checkpoint"]), source=str(clip), output=str(tmp_path / "roi.mp4"),
                          stride=8, window=0.5))  # the checkpoint's own roi=face
