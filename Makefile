@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# torchcodec needs FFmpeg's shared libraries from the system; PyAV and decord bring their own.
+# torchcodec needs FFmpeg's shared libraries from the system (PyAV and decord bring their own); the report tests open
+# report.html in Debian's headless Chromium.
 system-deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then \
+	@missing=""; \
+	ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || missing="$$missing ffmpeg"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing FFmpeg libraries for torchcodec (apt-get install -y ffmpeg)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	    echo "installing system packages:$$missing (apt-get install -y$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "note: FFmpeg libraries missing; torchcodec tests will skip (install with: apt-get install -y ffmpeg)"; \
+	    echo "note: missing$$missing; torchcodec and browser tests skip (install with: apt-get install -y$$missing)"; \
 	  fi; \
 	fi
 

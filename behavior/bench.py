@@ -33,6 +33,7 @@ from behavior.errors import ConfigError
 from behavior.models import ModelConfig, build_model
 from behavior.paths import conf_dir
 from behavior.recipe import Recipe, with_weights_normalization
+from behavior.report.bench_report import write_bench_report
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class BenchFolder:
                 rows.append(summarize(model, results, self.gflops(model, num_classes)))
         speed = saved_cache_speed(self.bench_dir) if self.bench.cache_speed else None  # whoever measured it
         write_results(self.bench_dir, rows, speed, missing_note([r.name for r in missing], len(self.runs)))
+        write_bench_report(self.bench_dir)
         return rows, missing
 
 

@@ -16,6 +16,7 @@ from behavior.data.records import ClipRecord
 from behavior.engine.distributed import active, gather_predictions, shard, unwrap
 from behavior.engine.loop import predict
 from behavior.report import format_per_class_table, per_class_rows, write_report
+from behavior.report.run_report import report_quietly
 
 
 @dataclass(frozen=True)
@@ -53,4 +54,6 @@ def evaluate_split(model, records: Sequence[ClipRecord], class_names: Sequence[s
     rows = per_class_rows(labels.tolist(), probs.argmax(1).tolist(), list(class_names))
     print(f"\nper-class results on the {split} split ({len(records)} clips):")
     print(format_per_class_table(rows, metrics))
+    # The page shows the attention of the model in hand, so it needs no checkpoint read back.
+    report_quietly(out_dir, model=(unwrap(model), list(class_names), pipeline))
     return metrics

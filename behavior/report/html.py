@@ -34,11 +34,15 @@ tr.bad td { background: #fff3f0; }
 .card { border: 1px solid #d8dde6; border-radius: 6px; padding: 8px 14px; min-width: 120px; }
 .card b { display: block; font-size: 22px; } .card span { color: #5a6478; font-size: 12px; }
 .clips { display: flex; flex-wrap: wrap; gap: 14px; }
-figure { margin: 0; } figcaption { font-size: 12px; color: #3a4458; max-width: 420px; word-break: break-all; }
+figure { margin: 0; } figcaption { font-size: 12px; color: #3a4458; max-width: 420px; overflow-wrap: anywhere; }
 img { image-rendering: auto; max-width: 100%; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12px; }
 details summary { cursor: pointer; color: #2a5db0; }
 """
+
+
+class Markup(str):
+    """HTML this module's callers built themselves (a link, bold text): table cells take it as it is."""
 
 
 def escape(value: object) -> str:
@@ -75,6 +79,8 @@ def image(data: bytes, alt: str, mime: str = "image/png", box: str = "", width: 
 
 
 def cell(value: object) -> str:
+    if isinstance(value, Markup):
+        return f"<td>{value}</td>"
     if isinstance(value, bool) or value is None:
         return f"<td>{'' if value is None else escape(value)}</td>"
     if isinstance(value, int | np.integer):

@@ -127,22 +127,40 @@ class RunResults:
         return run_origin(self.run_dir)
 
 
-def load_run(run_dir: str | os.PathLike | None = None) -> RunResults:
+def run_config(folder: Path) -> dict:
+    """A run's configuration: Hydra's record of it (train and evaluate runs), else the recipe its checkpoint keeps
+    (bench runs have no .hydra folder); {} when neither is there."""
+    config_file = folder / ".hydra" / "config.yaml"
+    if config_file.is_file():
+        return yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            from behavior.engine.checkpoint import read_checkpoint  # torch and every model: only when needed
+
+            try:
+                return read_checkpoint(folder / name).recipe.to_dict()
+            except Exception:  # noqa: BLE001 - a damaged checkpoint leaves the config unknown, the rest readable
+                return {}
+    return {}
+
+
+def load_run(run_dir: str | os.PathLike | None = None, partial: bool = False) -> RunResults:
     """Parse a run folder; ``None`` means :func:`newest_run`. A relative path is tried from the cwd, then
     from the folder the commands run in (:func:`behavior.paths.work_root`). Raises FileNotFoundError unless the
-    folder holds a finished report."""
+    folder holds a finished report, or, with ``partial``, unless it is a folder (an interrupted run's files are
+    read as they are, the missing ones give empty values)."""
     if run_dir is None:
         folder = newest_run()
     else:
         folder = Path(run_dir)
         if not folder.is_absolute() and not folder.is_dir():
             folder = work_root() / folder
-    if not (folder / METRICS_FILE).is_file():
+    if not (folder / METRICS_FILE).is_file() and not (partial and folder.is_dir()):
         state = "does not exist" if not folder.is_dir() else f"has no {METRICS_FILE} (unfinished or not a run)"
         raise FileNotFoundError(f"run folder {folder} {state}")
-    metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-    config_file = folder / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    metrics_file = folder / METRICS_FILE
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
+    config = run_config(folder)
     confusion, names = _read_confusion(folder / CONFUSION_CSV)
     # Read as text and convert known numeric columns only: a class named "1" must stay a name.
     predictions = read_rows(folder / PREDICTIONS_FILE, numeric=False)
@@ -154,7 +172,7 @@ def load_run(run_dir: str | os.PathLike | None = None) -> RunResults:
     per_class = read_rows(folder / PER_CLASS_FILE, numeric=False)
     for row in per_class:
         row.update({k: float(row[k]) for k in ("precision", "recall", "f1")}, support=int(row["support"]))
-    return RunResults(folder, config or {}, metrics, per_class, confusion,
+    return RunResults(folder, config, metrics, per_class, confusion,
                       names or list(metrics.get("class_names", [])), predictions,
                       read_rows(folder / HISTORY_CSV), read_rows(folder / "split.csv", numeric=False))
 

@@ -45,7 +45,7 @@ def even_indices(num_frames_in_clip: int, num_frames: int) -> list[int]:
     return sample_indices(num_frames_in_clip, spread, train=False)
 
 
-def _resize_frames(frames: torch.Tensor, height: int) -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, height: int) -> torch.Tensor:
     """uint8 [T, H, W, 3] scaled to the given height, keeping the aspect ratio."""
     t, h, w, _ = frames.shape
     width = max(1, round(w * height / h))
@@ -74,7 +74,7 @@ def frame_strip(path: str | os.PathLike, num_frames: int = 8, backend: str = "py
     with open_video(resolve_clip(path, root), backend=backend) as reader:
         frames = reader.get_frames(even_indices(len(reader), num_frames))
     if height is not None:
-        frames = _resize_frames(frames, height)
+        frames = resize_frames(frames, height)
     return hstack_frames(frames.numpy(), gap)
 
 
@@ -207,38 +207,48 @@ def _default_clips(run: RunResults, n: int) -> list[str]:
     return picked[:n]
 
 
-def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: Sequence[str] | None = None,
-                       n: int = 3, stages: str | int | Sequence[int] = "last", checkpoint: str = "best.pt",
-                       alpha: float = 0.45, device: str = "cpu") -> list[Overlay]:
-    """Spatial attention of the run's checkpoint over a few clips.
-
-    Loads ``run_dir/checkpoint`` (for an evaluate run, the checkpoint it evaluated), feeds each clip
-    through the run's eval sampling and transform (one view), takes the gates of the chosen
-    SpatialAttention modules (``"last"``, ``"all"``, an index or a list), upsamples them to the frame
-    size and blends them as heatmaps over the frames. ``clip_paths`` defaults to ``n`` clips of the
-    run's predictions, one per true class in turn. A model without SpatialAttention modules gives
-    overlays with no maps (the figure says so) rather than an error.
-    """
+def run_model(run: RunResults, checkpoint: str | None = None,
+              device: str = "cpu") -> tuple[torch.nn.Module, list[str], ClipPipeline]:
+    """The model a run reported on (``checkpoint`` in its folder; default: the one metrics.json names, else
+    best.pt), its class names and its eval clip pipeline (one view)."""
     from behavior.engine.checkpoint import load_model  # imports every model: only when needed
     from behavior.engine.inference import pipeline_of
 
-    run = run if isinstance(run, RunResults) else load_run(run)
-    weights = run.run_dir / checkpoint
+    named = str(run.metrics.get("checkpoint") or "best.pt")
+    weights = run.run_dir / (checkpoint or Path(named).name)
     if not weights.is_file() and run.metrics.get("checkpoint"):
         # An evaluate run holds no checkpoint of its own; its metrics.json names the one it evaluated.
         weights = resolve_clip(run.metrics["checkpoint"], run.root)
     model, saved = load_model(weights, torch.device(device))
-    names = saved.class_names
-    pipeline = pipeline_of(saved, num_views=1)
+    return model, saved.class_names, pipeline_of(saved, num_views=1)
+
+
+def clip_overlay(model: torch.nn.Module, class_names: Sequence[str], pipeline: ClipPipeline, path: str,
+                 true: str | None = None, root: str | os.PathLike | None = None,
+                 stages: str | int | Sequence[int] = "last", alpha: float = 0.45, device: str = "cpu") -> Overlay:
+    """One clip's :class:`Overlay`: its frames as the model saw them, the chosen attention maps and the blends."""
+    frames, maps, stage_names, probs = clip_attention(model, resolve_clip(path, root), pipeline, stages, device)
+    best = int(probs.argmax())
+    return Overlay(str(path), true, class_names[best], float(probs[best]), frames, maps, stage_names,
+                   [heatmap_blend(frames, m, alpha) for m in maps])
+
+
+def attention_overlays(run: RunResults | str | os.PathLike | None, clip_paths: Sequence[str] | None = None,
+                       n: int = 3, stages: str | int | Sequence[int] = "last", checkpoint: str | None = None,
+                       alpha: float = 0.45, device: str = "cpu") -> list[Overlay]:
+    """Spatial attention of the run's checkpoint over a few clips.
+
+    Loads the run's checkpoint (:func:`run_model`), feeds each clip through the run's eval sampling and
+    transform (one view), takes the gates of the chosen SpatialAttention modules (``"last"``, ``"all"``, an index
+    or a list), upsamples them to the frame size and blends them as heatmaps over the frames. ``clip_paths``
+    defaults to ``n`` clips of the run's predictions, one per true class in turn. A model without
+    SpatialAttention modules gives overlays with no maps (the figure says so) rather than an error.
+    """
+    run = run if isinstance(run, RunResults) else load_run(run)
+    model, names, pipeline = run_model(run, checkpoint, device)
     truth = {row["path"]: str(row["true"]) for row in run.predictions}
-    overlays = []
-    for path in clip_paths if clip_paths is not None else _default_clips(run, n):
-        frames, maps, stage_names, probs = clip_attention(model, resolve_clip(path, run.root), pipeline, stages,
-                                                          device)
-        best = int(probs.argmax())
-        overlays.append(Overlay(str(path), truth.get(str(path)), names[best], float(probs[best]), frames, maps,
-                                stage_names, [heatmap_blend(frames, m, alpha) for m in maps]))
-    return overlays
+    return [clip_overlay(model, names, pipeline, path, truth.get(str(path)), run.root, stages, alpha, device)
+            for path in (clip_paths if clip_paths is not None else _default_clips(run, n))]
 
 
 def plot_attention_overlays(overlays: Sequence[Overlay], cell: float = 1.3) -> Figure:
