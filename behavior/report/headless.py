@@ -40,7 +40,7 @@ class PageView:
     screenshot: bytes  # PNG of the whole page
     boxes: list[dict]  # BOXES_JS's records
     errors: list[str] = field(default_factory=list)  # console errors, uncaught exceptions, failed loads
-    load_seconds: float = 0.0  # from navigation to the load event (every inline image decoded)
+    load_seconds: float = 0.0  # from navigation to the first paint after the load event (every image decoded)
 
 
 class Browser:
@@ -131,7 +131,8 @@ class Browser:
             self.events.append(message)
 
     def view(self, page: str | os.PathLike, height: int = 900) -> PageView:
-        """Load a page file in a new tab; return its full-page screenshot, image boxes, errors and load time."""
+        """Load a page file in a new tab; return its full-page screenshot, image boxes, errors and the time to its
+        first paint after loading."""
         url = Path(page).resolve().as_uri()
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
@@ -143,6 +144,9 @@ class Browser:
         start = time.perf_counter()
         self.call("Page.navigate", session, url=url)
         self.wait_for("Page.loadEventFired", session)
+        # Two animation frames after the load event: the page has been laid out and painted once.
+        self.call("Runtime.evaluate", session, awaitPromise=True,
+                  expression="new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         load_seconds = time.perf_counter() - start
         boxes = json.loads(self.call("Runtime.evaluate", session, expression=BOXES_JS,
                                      returnByValue=True)["result"]["value"])

@@ -34,6 +34,7 @@ tr.bad td { background: #fff3f0; }
 .card { border: 1px solid #d8dde6; border-radius: 6px; padding: 8px 14px; min-width: 120px; }
 .card b { display: block; font-size: 22px; } .card span { color: #5a6478; font-size: 12px; }
 .clips { display: flex; flex-wrap: wrap; gap: 14px; }
+.row { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #3a4458; max-width: 420px; overflow-wrap: anywhere; }
 img { image-rendering: auto; max-width: 100%; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12px; }
@@ -111,6 +112,11 @@ def cards(values: Sequence[tuple[str, str]]) -> str:
     """Headline figures as cards: (label, value) pairs."""
     return '<div class="cards">' + "".join(
         f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in values) + "</div>"
+
+
+def side_by_side(*parts: str) -> str:
+    """Parts next to each other while the window is wide enough, under each other when it is not."""
+    return '<div class="row">' + "".join(f"<div>{part}</div>" for part in parts) + "</div>"
 
 
 def note(text: str) -> str:

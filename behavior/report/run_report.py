@@ -156,16 +156,18 @@ def sections(run: RunResults, previews: int, model=None) -> list[tuple[str, str]
     out.append(("Results", headline(run)))
     if run.per_class:
         bars = html.figure_png(plot_per_class_bars(run))
-        out.append(("Per class", html.table(run.per_class, ["class", "precision", "recall", "f1", "support"])
-                    + html.image(bars, "per-class precision, recall and F1", box="per-class")))
+        out.append(("Per class", html.side_by_side(
+            html.table(run.per_class, ["class", "precision", "recall", "f1", "support"]),
+            html.image(bars, "per-class precision, recall and F1", box="per-class"))))
     if run.confusion.size:
         title = f"Confusion matrix - {run.metrics.get('split', '')} ({int(run.confusion.sum())} clips)"
         png = saved_or_drawn(run, CONFUSION_PNG,
                              lambda p: plot_confusion_matrix(run.confusion, run.class_names, p, title=title))
         pairs = most_confused_pairs(run)
-        out.append(("Confusion matrix", html.image(png, "confusion matrix", box="confusion")))
-        out.append(("Most confused pairs", html.table(pairs, headers={"share_of_true": "share of true class"})
-                    if pairs else '<p class="sub">no confusions</p>'))
+        confused = (html.table(pairs, headers={"share_of_true": "share of true class"}) if pairs
+                    else '<p class="sub">no confusions</p>')
+        out.append(("Confusion matrix", html.side_by_side(html.image(png, "confusion matrix", box="confusion"),
+                                                          "<h3>Most confused pairs</h3>" + confused)))
     if run.history:
         out.append(("Training curves", html.image(saved_or_drawn(run, CURVES_PNG, lambda p: plot_curves(run.history,
                                                                                                             p)),
