@@ -11,7 +11,7 @@ import html
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,22 +79,25 @@ def image(data: bytes, alt: str, mime: str = "image/png", box: str = "", width: 
     return f'<img src="{data_uri(data, mime)}" alt="{escape(alt)}"{size}{tag}>'
 
 
-def cell(value: object) -> str:
+def cell(value: object, strong: bool = False) -> str:
+    """One <td>: numbers right-aligned (floats to 4 decimals); ``strong`` sets the value in bold; Markup as it is."""
+    css, text = "", escape(value)
     if isinstance(value, Markup):
-        return f"<td>{value}</td>"
+        text = str(value)
     if isinstance(value, bool) or value is None:
-        return f"<td>{'' if value is None else escape(value)}</td>"
-    if isinstance(value, int | np.integer):
-        return f'<td class="n">{int(value)}</td>'
-    if isinstance(value, float | np.floating):
-        text = "" if math.isnan(float(value)) else f"{float(value):.4f}"
-        return f'<td class="n">{text}</td>'
-    return f"<td>{escape(value)}</td>"
+        text = "" if value is None else text
+    elif isinstance(value, int | np.integer):
+        css, text = ' class="n"', str(int(value))
+    elif isinstance(value, float | np.floating):
+        css, text = ' class="n"', "" if math.isnan(float(value)) else f"{float(value):.4f}"
+    return f"<td{css}>{f'<b>{text}</b>' if strong and text else text}</td>"
 
 
 def table(rows: Sequence[Mapping], columns: Sequence[str] | None = None,
-          bad: Sequence[bool] | None = None, headers: Mapping[str, str] | None = None) -> str:
-    """Rows of dicts as a table (floats to 4 decimals); ``bad`` marks rows to tint (e.g. wrong predictions)."""
+          bad: Sequence[bool] | None = None, headers: Mapping[str, str] | None = None,
+          strong: Sequence[Collection[str]] | None = None) -> str:
+    """Rows of dicts as a table (floats to 4 decimals); ``bad`` marks rows to tint (e.g. wrong predictions),
+    ``strong`` names per row the keys whose cells are set in bold (e.g. the best value of a row)."""
     rows = list(rows)
     if not rows:
         return '<p class="sub">(no rows)</p>'
@@ -104,7 +107,8 @@ def table(rows: Sequence[Mapping], columns: Sequence[str] | None = None,
     body = []
     for i, row in enumerate(rows):
         css = ' class="bad"' if bad is not None and bad[i] else ""
-        body.append(f"<tr{css}>{''.join(cell(row.get(k)) for k in keys)}</tr>")
+        bold = strong[i] if strong is not None else ()
+        body.append(f"<tr{css}>{''.join(cell(row.get(k), k in bold) for k in keys)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
