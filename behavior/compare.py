@@ -18,17 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from behavior.cli import one_line_errors
 from behavior.errors import BehaviorError
 from behavior.paths import work_root
 from behavior.report import html
-from behavior.report.inspect import format_table, new_figure, read_rows
+from behavior.report.inspect import CHECKPOINTS, HYDRA_CONFIG, format_table, new_figure, read_config, read_rows
 from behavior.report.writer import HISTORY_CSV, METRICS_FILE, PER_CLASS_FILE
 
-CHECKPOINTS = ("best.pt", "last.pt")  # same recipe in both; best.pt is the one a finished run keeps
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 HEADLINE = ("top1", "top5", "mean_class_accuracy", "macro_f1")  # higher is better; Δ and the bar chart show these
 MISSING = "—"  # a key the run's config does not have
 
@@ -98,27 +95,6 @@ def flatten(config: Mapping, prefix: str = "") -> dict:
     return flat
 
 
-def read_config(folder: Path) -> tuple[dict | None, str, str]:
-    """(flattened config, where it came from, a note when it could not be read)."""
-    if (folder / HYDRA_CONFIG).is_file():
-        try:
-            config = yaml.safe_load((folder / HYDRA_CONFIG).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            return None, "unknown", f"{HYDRA_CONFIG} does not parse ({str(err).splitlines()[0]})"
-        if not isinstance(config, Mapping):
-            return None, "unknown", f"{HYDRA_CONFIG} is not a mapping of settings"
-        return flatten(config), str(HYDRA_CONFIG), ""
-    from behavior.engine.checkpoint import CheckpointError, read_checkpoint  # torch: only for bench-style runs
-
-    for name in CHECKPOINTS:
-        if (folder / name).is_file():
-            try:  # read_checkpoint loads with weights_only=True: a checkpoint never runs code here
-                return flatten(read_checkpoint(folder / name).recipe.to_dict()), name, ""
-            except CheckpointError as err:
-                return None, "unknown", str(err)
-    return None, "unknown", f"config unknown: no {HYDRA_CONFIG} and no checkpoint"
-
-
 def read_run(folder: Path, name: str) -> Run:
     metrics_file = folder / METRICS_FILE
     try:
@@ -129,6 +105,7 @@ def read_run(folder: Path, name: str) -> Run:
     per_class = [{**row, "f1": float(row["f1"])} for row in read_rows(folder / PER_CLASS_FILE, numeric=False)]
     history = read_rows(folder / HISTORY_CSV)
     config, source, problem = read_config(folder)
+    config = None if config is None else flatten(config)
     run = Run(folder, name, metrics, per_class, history, config, source)
     if not metrics:
         run.notes.append(f"no {METRICS_FILE} (unfinished run)"

@@ -127,21 +127,30 @@ class RunResults:
         return run_origin(self.run_dir)
 
 
-def run_config(folder: Path) -> dict:
-    """A run's configuration: Hydra's record of it (train and evaluate runs), else the recipe its checkpoint keeps
-    (bench runs have no .hydra folder); {} when neither is there."""
-    config_file = folder / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        return yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    for name in ("best.pt", "last.pt"):
-        if (folder / name).is_file():
-            from behavior.engine.checkpoint import read_checkpoint  # torch and every model: only when needed
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+CHECKPOINTS = ("best.pt", "last.pt")
 
-            try:
-                return read_checkpoint(folder / name).recipe.to_dict()
-            except Exception:  # noqa: BLE001 - a damaged checkpoint leaves the config unknown, the rest readable
-                return {}
-    return {}
+
+def read_config(folder: Path) -> tuple[dict | None, str, str]:
+    """A run's configuration, where it came from and, when it could not be read, why: Hydra's record of it (train
+    and evaluate runs), else the recipe its checkpoint keeps (bench runs have no .hydra folder)."""
+    if (folder / HYDRA_CONFIG).is_file():
+        try:
+            config = yaml.safe_load((folder / HYDRA_CONFIG).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            return None, "unknown", f"{HYDRA_CONFIG} does not parse ({str(err).splitlines()[0]})"
+        if not isinstance(config, Mapping):
+            return None, "unknown", f"{HYDRA_CONFIG} is not a mapping of settings"
+        return config, str(HYDRA_CONFIG), ""
+    from behavior.engine.checkpoint import CheckpointError, read_checkpoint  # torch and every model: only here
+
+    for name in CHECKPOINTS:
+        if (folder / name).is_file():
+            try:  # read_checkpoint loads with weights_only=True: a checkpoint never runs code here
+                return read_checkpoint(folder / name).recipe.to_dict(), name, ""
+            except CheckpointError as err:
+                return None, "unknown", str(err)
+    return None, "unknown", f"config unknown: no {HYDRA_CONFIG} and no checkpoint"
 
 
 def load_run(run_dir: str | os.PathLike | None = None, partial: bool = False) -> RunResults:
@@ -160,7 +169,7 @@ def load_run(run_dir: str | os.PathLike | None = None, partial: bool = False) ->
         raise FileNotFoundError(f"run folder {folder} {state}")
     metrics_file = folder / METRICS_FILE
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    config = run_config(folder)
+    config = read_config(folder)[0] or {}
     confusion, names = _read_confusion(folder / CONFUSION_CSV)
     # Read as text and convert known numeric columns only: a class named "1" must stay a name.
     predictions = read_rows(folder / PREDICTIONS_FILE, numeric=False)
