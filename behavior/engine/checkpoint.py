@@ -86,7 +86,7 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
 # checkpoint of an earlier version reads as what it was trained with.
 ADDED_KEYS = {"model": {"fusion": "late", "pretrained": None, "pretrained_strict": False, "freeze": "none",
                         "unfreeze_after": None},
-              "optim": {"backbone_lr_mult": 1.0}, "trainer": {"sync_bn": False}}
+              "optim": {"backbone_lr_mult": 1.0}, "trainer": {"sync_bn": False, "logger": "none", "mlflow_uri": None}}
 
 
 def upgraded_recipe(recipe: Any) -> Any:

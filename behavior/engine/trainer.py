@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from behavior.config import Settings, check_bool, check_choice, check_device, check_number, check_text
+from behavior.config import Settings, check_bool, check_choice, check_device, check_number, check_text, fail
 from behavior.engine.checkpoint import Checkpoint, CheckpointError, read_checkpoint, write_checkpoint
 from behavior.engine.distributed import active, all_sum, gather_predictions, unwrap
 from behavior.engine.finetune import set_frozen
+from behavior.engine.loggers import LOGGERS
 from behavior.engine.loop import evaluation_loss, predict, train_one_epoch
 from behavior.models import ModelConfig
 
@@ -65,6 +66,8 @@ class TrainerConfig(Settings):
     resume: str | None
     progress: bool
     sync_bn: bool
+    logger: tuple[str, ...]  # tracking tools the main rank logs to (behavior.engine.loggers); () for none
+    mlflow_uri: str | None  # MLflow tracking URI; None: a file store mlruns/ in the folder the commands run in
 
     def __post_init__(self) -> None:
         for key, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0),
@@ -76,6 +79,19 @@ class TrainerConfig(Settings):
         check_bool("trainer.sync_bn", self.sync_bn)
         check_choice("trainer.report_on", self.report_on, ("best", "last"))
         check_text("trainer.resume", self.resume, none_ok=True, what="auto or a path to a last.pt")
+        object.__setattr__(self, "logger", logger_names(self.logger))
+        check_text("trainer.mlflow_uri", self.mlflow_uri, none_ok=True, what="an MLflow tracking URI")
+
+
+def logger_names(value: object) -> tuple[str, ...]:
+    """``trainer.logger`` (one name or a list of them) as a tuple of distinct tool names; none is the empty tuple
+    (which a checkpoint's recipe stores as [])."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise fail("trainer.logger", value, f"choose one of {', '.join(LOGGERS)}, or a list of them")
+    for name in names:
+        check_choice("trainer.logger", name, LOGGERS)
+    return tuple(dict.fromkeys(n for n in names if n != "none"))
 
 
 RESUME_KEYS = ("optimizer_state", "scheduler_state", "scaler_state", "fit_state", "rng_state", "cuda_rng_state")
