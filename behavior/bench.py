@@ -28,6 +28,7 @@ from behavior.cli import entry_point, hydra_run_dir
 from behavior.config import Settings, check_bool, check_keys, check_number, fail, plain
 from behavior.data.transforms import TransformConfig
 from behavior.engine.distributed import World, world
+from behavior.engine.loggers import require_packages
 from behavior.engine.training import train_run
 from behavior.errors import ConfigError
 from behavior.models import ModelConfig, build_model
@@ -217,9 +218,10 @@ class BenchFolder:
 
 
 def train_bench_run(recipe: Recipe, model: ModelConfig, seed: int, transform: Mapping | None, split_seed: int,
-                    run_dir: Path) -> dict:
-    """Train one run into ``run_dir`` and keep its bench record there; the record with its metrics."""
-    result = train_run(run_recipe(recipe, model, seed, transform), run_dir, split_seed=split_seed)
+                    run_dir: Path, group: str | None = None) -> dict:
+    """Train one run into ``run_dir`` and keep its bench record there; the record with its metrics. ``group``: the
+    name trainer.logger files the bench's runs under (see :func:`log_group`)."""
+    result = train_run(run_recipe(recipe, model, seed, transform), run_dir, split_seed=split_seed, group=group)
     if not result["metrics"]:
         raise ConfigError("bench: the runs need a test or validation split "
                           "(data.test_fraction or data.val_fraction > 0)")
@@ -228,6 +230,11 @@ def train_bench_run(recipe: Recipe, model: ModelConfig, seed: int, transform: Ma
     with atomic_open(run_dir / "bench_run.json", "w", encoding="utf-8") as f:
         f.write(json.dumps(record, indent=2) + "\n")
     return {**record, "metrics": result["metrics"]}
+
+
+def log_group(bench_dir: Path) -> str:
+    """The MLflow experiment of a bench's runs, so they sit together: ``bench:<bench folder name>``."""
+    return f"bench:{bench_dir.name}"
 
 
 def done_line(record: Mapping) -> str:
@@ -284,7 +291,7 @@ def run_bench(recipe: Recipe, bench: BenchSettings, bench_dir: Path, transform: 
             print(f"{folder.label(run)}: start -> {folder.run_dir(run)}", flush=True)
             with quiet(), bench_share.one_process():
                 record = train_bench_run(folds[run.fold], model_cfgs[run.model], run.seed, transform,
-                                         bench.split_seed, folder.run_dir(run))
+                                         bench.split_seed, folder.run_dir(run), log_group(bench_dir))
             print(f"{folder.label(run)}: {done_line(record)}", flush=True)
             if here.main:
                 folder.write()  # the tables grow run by run
@@ -315,6 +322,7 @@ def prepare(cfg: DictConfig, run_dir: Path, run_dir_given: bool) -> BenchPlan:
     plan = BenchPlan(Recipe.from_config(cfg, extra_keys=("bench",)), BenchSettings.from_mapping(cfg.bench),
                      plain(cfg.transform))
     bench_share.check_run_dir(world(), plan.bench.shard, run_dir_given)
+    require_packages(plan.recipe.trainer.logger)  # before the first run, not in it
     return plan
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from behavior.engine.checkpoint import read_checkpoint
 from behavior.engine.distributed import SINGLE, World, barrier, collective, rank_device, shard, unwrap, wrap
 from behavior.engine.evaluation import EvalLoader, evaluate_split
 from behavior.engine.finetune import describe_start, initial_weights_record, weights_provenance
+from behavior.engine.loggers import RunLogger, open_loggers, require_packages
 from behavior.engine.loop import amp_enabled
 from behavior.engine.optim import align_schedule, build_loss, build_optimizer, build_scheduler
 from behavior.engine.trainer import (
@@ -50,6 +51,7 @@ class TrainPlan:
     data: PreparedData
     weights: WeightsSource | None  # model.pretrained, fetched and tried on the model (None when resuming)
     ranks: World = SINGLE  # the processes this run is shared over (torchrun); one by default (bench runs)
+    group: str | None = None  # the runs trainer.logger files this one with (a bench's); None: a run of its own
 
 
 def resume_path(resume: str | None, run_dir: Path, run_dir_given: bool = True) -> str | None:
@@ -86,6 +88,7 @@ def plan_training(recipe: Recipe, run_dir: Path, split_seed: int | None = None,
     """Check everything a training run can check without writing: the run folder, the checkpoint to resume and
     whether it fits, the clips. ``split_seed`` (default ``recipe.seed``) draws the train/val/test split."""
     run_dir = Path(run_dir)
+    require_packages(recipe.trainer.logger)
     resume = resume_path(recipe.trainer.resume, run_dir, run_dir_given)
     # A resumed run has its weights already; a new one fetches model.pretrained before the long pre-scan.
     weights = None if resume else weights_source(recipe.model.pretrained)
@@ -118,10 +121,10 @@ def initial_weights(plan: TrainPlan, model: torch.nn.Module) -> dict | None:
     return record
 
 
-def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None) -> dict:
+def train_run(recipe: Recipe, run_dir: Path, split_seed: int | None = None, group: str | None = None) -> dict:
     """Train ``recipe.model`` on ``recipe.data`` into ``run_dir`` and report on test (or val): see
-    :func:`run_training`."""
-    return run_training(plan_training(recipe, run_dir, split_seed))
+    :func:`run_training`. ``group``: :attr:`TrainPlan.group`."""
+    return run_training(replace(plan_training(recipe, run_dir, split_seed), group=group))
 
 
 def run_training(plan: TrainPlan) -> dict:
@@ -131,13 +134,17 @@ def run_training(plan: TrainPlan) -> dict:
     ``metrics`` is empty when there is no split to report on (and on every rank but 0 of a torchrun job).
 
     Under torchrun (``plan.ranks``) the model trains as DistributedDataParallel on each rank's share of every epoch;
-    validation and the report predict each rank's shard of the clips and gather them; only rank 0 writes.
+    validation and the report predict each rank's shard of the clips and gather them; only rank 0 writes (and logs
+    to ``trainer.logger``'s tools: leaving the block, by a return, an error or Ctrl-C, ends their runs with its
+    status).
     """
-    with collective(plan.ranks):
-        return _carry_out(plan, plan.ranks)
+    trainer = plan.recipe.trainer
+    with collective(plan.ranks), open_loggers(trainer.logger if plan.ranks.main else (), plan.run_dir,
+                                              group=plan.group, mlflow_uri=trainer.mlflow_uri) as run_log:
+        return _carry_out(plan, plan.ranks, run_log)
 
 
-def _carry_out(plan: TrainPlan, here: World) -> dict:
+def _carry_out(plan: TrainPlan, here: World, run_log: RunLogger) -> dict:
     start = time.perf_counter()
     recipe, run_dir, resume, data = plan.recipe, plan.run_dir, plan.resume, plan.data
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +200,7 @@ def _carry_out(plan: TrainPlan, here: World) -> dict:
         torch.manual_seed(recipe.seed * 1_000_003 + here.rank * 7919 + (state.epoch if state else 0))
     model = wrap(model, device, trainer.sync_bn)
 
+    run_log.start(recipe.to_dict())
     fit_cfg = FitConfig(trainer.epochs, trainer.patience, recipe.optim.grad_clip, amp, recipe.seed, trainer.progress,
                         recipe.optim.mixup_alpha, len(data.class_names), start_weights, recipe.model.unfreeze_after)
     state = state or FitState()
@@ -200,6 +208,7 @@ def _carry_out(plan: TrainPlan, here: World) -> dict:
     def on_epoch(row):
         print(describe_epoch(row), flush=True)
         write_history(run_dir, state.history)
+        run_log.epoch(row)
 
     state = fit(model, train_loader, val_loader, optimizer, scheduler, loss_fn, device, fit_cfg, run_dir, recipe,
                 list(data.class_names), state, scaler, on_epoch=on_epoch)
@@ -212,6 +221,7 @@ def _carry_out(plan: TrainPlan, here: World) -> dict:
     if not parts[split_name]:
         print(f"no validation or test clips (data.val_fraction = data.test_fraction = 0): checkpoints in {run_dir}, "
               "no report")
+        run_log.finish({}, None)
         result["wall_seconds"] = time.perf_counter() - start
         return result
     barrier("rank 0 writing the last epoch's checkpoints")
@@ -226,5 +236,6 @@ def _carry_out(plan: TrainPlan, here: World) -> dict:
                              checkpoint=run_dir / f"{trainer.report_on}.pt")
     result.update(metrics=metrics, eval_seconds=time.perf_counter() - eval_start,
                   eval_clips=len(parts[split_name]), wall_seconds=time.perf_counter() - start)
+    run_log.finish(metrics, run_dir / "confusion_matrix.png")
     print(f"wall time {result['wall_seconds']:.1f}s; report in {run_dir}")
     return result
