@@ -180,3 +180,12 @@ def test_a_bench_files_its_runs_in_one_experiment(clips, tmp_path, file_store):
     _, runs = mlflow_runs(uri, "bench:mybench")
     assert sorted(r.info.run_name for r in runs) == ["tiny_seed0", "tiny_seed1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_resumed_run_appends_to_its_tensorboard_folder(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    first = [*SETTINGS, "trainer.epochs=1", "trainer.logger=tensorboard"]
+    train_run(tiny_recipe(f"data.root={clips}", *first), run_dir)
+    train_run(tiny_recipe(f"data.root={clips}", *first, "trainer.epochs=2", "trainer.resume=auto"), run_dir)
+    assert [e.step for e in tensorboard_events(run_dir / "tensorboard").Scalars("train/loss")] == [1, 2]
