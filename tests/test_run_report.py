@@ -132,3 +132,19 @@ def test_the_browser_driver_sees_console_errors_and_blank_boxes(tmp_path, browse
     view = browser.view(write_page(tmp_path / "bad.html", page("bad", "", [("", body)])))
     assert any("broken page" in e for e in view.errors)
     assert not rendered(view.screenshot, view.boxes[0])
+
+
+def test_a_page_that_cannot_be_made_costs_a_warning_not_the_run(run_dir, tmp_path, monkeypatch, capsys):
+    from behavior.report import run_report
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(run_report, "write_run_report", broken)
+    assert run_report.report_quietly(folder) is None
+    assert "report.html not written: No space left on device" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
