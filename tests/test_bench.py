@@ -52,6 +52,9 @@ def test_bench_writes_tables_and_resumes(tmp_path):
     # Both runs used one split.
     splits = [(bench / "runs" / f"{m}_seed0" / "split.csv").read_text() for m in ("tiny", "tiny_noattn")]
     assert splits[0] == splits[1]
+    # The bench's page links each run's own page.
+    page = (bench / "report.html").read_text(encoding="utf-8")
+    assert "tiny_noattn" in page and all(f'href="runs/{m}_seed0/report.html"' in page for m in ("tiny", "tiny_noattn"))
 
     metrics = [bench / "runs" / f"{m}_seed0" / "metrics.json" for m in ("tiny", "tiny_noattn")]
     assert json.loads(metrics[0].read_text())["checkpoint"] == "last.pt"  # the bench reports the schedule's end
