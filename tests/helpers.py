@@ -14,7 +14,7 @@ from behavior.config import compose_config, plain
 from behavior.engine.checkpoint import write_checkpoint
 from behavior.models import ModelConfig, build_model
 from behavior.recipe import Recipe, compose_recipe
-from tests.conftest import REPO
+from tests.conftest import REPO, make_clip_tree
 
 # A model and input small enough that a training run over a dozen clips takes seconds.
 TINY_MODEL = ["model.widths=[8,16]", "sampling.num_frames=4", "transform.size=40", "transform.crop_size=32"]
@@ -116,3 +116,11 @@ def command_config(config_name: str, **values) -> dict:
     cfg = compose_config(config_name)
     OmegaConf.set_struct(cfg, False)  # keys a command's defaults list leaves out (live's roi) may be given too
     return plain(OmegaConf.merge(cfg, values))
+
+
+def train_tiny_run(folder: Path) -> Path:
+    """A finished one-epoch run of the tiny model on 6 generated clips per class: ``folder/run``."""
+    root = make_clip_tree(folder / "clips", per_class=6)
+    run = folder / "run"
+    run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=1", *TINY)
+    return run

@@ -38,8 +38,8 @@ from behavior.report.overlays import (
     plot_misclassified,
     resolve_clip,
 )
-from tests.conftest import REPO, make_clip_tree
-from tests.helpers import TINY, run_module
+from tests.conftest import REPO
+from tests.helpers import train_tiny_run
 
 pytestmark = pytest.mark.slow  # trains or runs the commands in subprocesses
 
@@ -51,11 +51,7 @@ NOTEBOOK = REPO / "notebooks" / "inspect_results.ipynb"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("inspect")
-    root = make_clip_tree(tmp / "clips", per_class=6)
-    run = tmp / "run"
-    run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=1", *TINY)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("inspect"))
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from behavior.report.bench_report import write_bench_report
 from behavior.report.headless import Browser, find_browser
 from behavior.report.html import image, page, write_page
 from behavior.report.run_report import REPORT_FILE, write_run_report
-from tests.conftest import make_clip_tree
-from tests.helpers import TINY, run_module
+from tests.helpers import train_tiny_run
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +28,7 @@ needs_browser = pytest.mark.skipif(find_browser() is None and not os.environ.get
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("report")
-    root = make_clip_tree(tmp / "clips", per_class=6)
-    run = tmp / "run"
-    run_module("behavior.train", f"data.root={root}", f"hydra.run.dir={run}", "trainer.epochs=1", *TINY)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("report"))
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +79,16 @@ def test_a_run_folder_with_files_missing_still_gets_a_page_that_says_so(run_dir,
     view = browser.view(broken / REPORT_FILE)
     assert view.errors == []
     assert {b["box"] for b in view.boxes} >= {"confusion", "curves"}
+
+
+def test_without_a_checkpoint_the_previews_show_the_frames_alone(run_dir, tmp_path):
+    folder = tmp_path / "no_weights"
+    shutil.copytree(run_dir, folder)
+    for name in ("best.pt", "last.pt"):
+        (folder / name).unlink()
+    text = write_run_report(folder, previews=2).read_text(encoding="utf-8")
+    assert "attention not shown" in text and "frames only" in text
+    assert text.count('data-box="preview"') == 2 and "cannot show this clip" not in text
 
 
 def test_a_clip_that_moved_costs_its_preview_not_the_page(run_dir, tmp_path):

@@ -21,7 +21,7 @@ LABELS = {"top1": "top-1", "mean_class_accuracy": "mean class accuracy", "macro_
 
 
 def is_bench_folder(folder: Path) -> bool:
-    return (folder / "results.csv").is_file() or (folder / "runs").is_dir() and not (folder / "metrics.json").exists()
+    return (folder / "results.csv").is_file() or ((folder / "runs").is_dir() and not (folder / "metrics.json").exists())
 
 
 def comparison_chart(rows: list[dict]) -> bytes:

@@ -71,11 +71,15 @@ def frame_strip(path: str | os.PathLike, num_frames: int = 8, backend: str = "py
     ``height`` rescales the frames (large clips make huge strips otherwise); relative paths are
     resolved as in :func:`resolve_clip`. Decode errors propagate as VideoDecodeError.
     """
+    return hstack_frames(even_frames(path, num_frames, backend, height, root), gap)
+
+
+def even_frames(path: str | os.PathLike, num_frames: int = 8, backend: str = "pyav", height: int | None = None,
+                root: str | os.PathLike | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3]: ``num_frames`` evenly sampled frames of a clip, scaled to ``height`` if given."""
     with open_video(resolve_clip(path, root), backend=backend) as reader:
         frames = reader.get_frames(even_indices(len(reader), num_frames))
-    if height is not None:
-        frames = resize_frames(frames, height)
-    return hstack_frames(frames.numpy(), gap)
+    return (frames if height is None else resize_frames(frames, height)).numpy()
 
 
 def _message_axes(fig: Figure, text: str) -> Figure:

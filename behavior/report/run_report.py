@@ -9,25 +9,26 @@ a deleted checkpoint, clips moved away) still gets a page that says what is miss
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from behavior.models import SpatialAttention
 from behavior.report import html
 from behavior.report.inspect import (
     RunResults,
     config_text,
+    confusion_figure,
+    curves_figure,
     load_run,
     misclassified,
     most_confused_pairs,
     plot_per_class_bars,
 )
-from behavior.report.overlays import Overlay, clip_overlay, even_indices, resize_frames, resolve_clip, run_model
-from behavior.report.plots import plot_confusion_matrix, plot_curves
+from behavior.report.overlays import Overlay, clip_overlay, even_frames, run_model
 from behavior.report.writer import (
     CONFUSION_CSV,
     CONFUSION_PNG,
@@ -37,7 +38,6 @@ from behavior.report.writer import (
     PER_CLASS_FILE,
     PREDICTIONS_FILE,
 )
-from behavior.video import open_video
 
 REPORT_FILE = "report.html"
 PREVIEWS = 8  # misclassified clips shown as animations: a page of 1000 test clips stays a few MB
@@ -54,19 +54,10 @@ EXPECTED = {
 }
 
 
-def png_of(draw: Callable[[Path], object]) -> bytes:
-    """PNG bytes of a plot function of the report writer (they write files): the page and the run folder's PNGs
-    share one look."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "plot.png"
-        draw(path)
-        return path.read_bytes()
-
-
-def saved_or_drawn(run: RunResults, name: str, draw: Callable[[Path], object]) -> bytes:
-    """The run folder's own PNG when it is there, otherwise drawn anew from the parsed files."""
+def saved_or_drawn(run: RunResults, name: str, figure: Callable[[RunResults], Figure]) -> bytes:
+    """The run folder's own PNG when it is there, otherwise the notebook's figure drawn anew from the parsed files."""
     saved = run.run_dir / name
-    return saved.read_bytes() if saved.is_file() else png_of(draw)
+    return saved.read_bytes() if saved.is_file() else html.figure_png(figure(run))
 
 
 def missing_files(run: RunResults) -> list[str]:
@@ -95,13 +86,6 @@ def preview_frames(overlay: Overlay) -> np.ndarray:
     return np.concatenate([overlay.frames, gap, overlay.blended[-1]], axis=2)
 
 
-def plain_frames(path: Path, backend: str) -> np.ndarray:
-    """Evenly spread frames of a clip, for a page whose run has no checkpoint left to show attention with."""
-    with open_video(path, backend=backend) as reader:
-        frames = reader.get_frames(even_indices(len(reader), PREVIEW_FRAMES))
-    return resize_frames(frames, PREVIEW_HEIGHT).numpy()
-
-
 def clip_previews(run: RunResults, count: int, model=None) -> str:
     """The ``count`` most confident mistakes as looping GIFs (frames | attention), each with its caption."""
     if not run.predictions:
@@ -127,7 +111,7 @@ def clip_previews(run: RunResults, count: int, model=None) -> str:
                 frames = preview_frames(clip_overlay(network, names, pipeline, row["path"], str(row["true"]),
                                                      run.root, device=device))
             else:
-                frames = plain_frames(resolve_clip(row["path"], run.root), run.backend)
+                frames = even_frames(row["path"], PREVIEW_FRAMES, run.backend, PREVIEW_HEIGHT, run.root)
             width = 2 * frames.shape[2] if frames.shape[2] < 300 else frames.shape[2]
             picture = html.image(html.animated_gif(frames), f"preview of {row['path']}", "image/gif", "preview",
                                  width)
@@ -162,17 +146,14 @@ def sections(run: RunResults, previews: int, model=None) -> list[tuple[str, str]
             html.table(run.per_class, ["class", "precision", "recall", "f1", "support"]),
             html.image(bars, "per-class precision, recall and F1", box="per-class"))))
     if run.confusion.size:
-        title = f"Confusion matrix - {run.metrics.get('split', '')} ({int(run.confusion.sum())} clips)"
-        png = saved_or_drawn(run, CONFUSION_PNG,
-                             lambda p: plot_confusion_matrix(run.confusion, run.class_names, p, title=title))
+        png = saved_or_drawn(run, CONFUSION_PNG, confusion_figure)
         pairs = most_confused_pairs(run)
         confused = (html.table(pairs, headers={"share_of_true": "share of true class"}) if pairs
                     else '<p class="sub">no confusions</p>')
         out.append(("Confusion matrix", html.side_by_side(html.image(png, "confusion matrix", box="confusion"),
                                                           "<h3>Most confused pairs</h3>" + confused)))
     if run.history:
-        out.append(("Training curves", html.image(saved_or_drawn(run, CURVES_PNG, lambda p: plot_curves(run.history,
-                                                                                                            p)),
+        out.append(("Training curves", html.image(saved_or_drawn(run, CURVES_PNG, curves_figure),
                                                   "training curves", box="curves")))
     out.append((f"Misclassified clips (the {previews} most confident mistakes)",
                 clip_previews(run, previews, model)))
